@@ -1,0 +1,20 @@
+//! weft: Python's concurrency toolbox — threads, locks, conditions, events, semaphores,
+//! barriers and more — as a native library with a C ABI (`include/weft.h`).
+//!
+//! Module map (see DESIGN.md §1):
+//! - [`status`]: status codes, last-error message, the FFI panic boundary
+//! - [`time`]: timeouts to monotonic deadlines
+//! - [`futex`]: the one place that waits and wakes
+//! - [`sync`]: Lock, RLock, Semaphore, Event, Condition, Barrier
+//! - [`thread`]: threads, names, daemon flag, thread-locals, cancellation, failure hook
+//! - [`call`]: the context a task receives
+//! - `capi`: every `extern "C"` function
+
+pub mod call;
+pub mod futex;
+pub mod status;
+pub mod sync;
+pub mod thread;
+pub mod time;
+
+pub mod capi;

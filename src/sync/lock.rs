@@ -1,0 +1,104 @@
+//! Lock: Python's `threading.Lock`, a three-state futex mutex.
+//!
+//! The word is 0 (unlocked), 1 (locked, nobody sleeping) or 2 (locked, maybe sleepers), as in
+//! Drepper's "Futexes Are Tricky". Like Python's lock it has no owner: any thread may release
+//! it. Uncontended acquire and release are one atomic operation each; release makes a system
+//! call only when somebody may be asleep.
+
+use crate::futex::{Interrupt, PrivateWord, Wait, Word};
+use crate::status::{Error, Result, WEFT_INVALID_STATE};
+use crate::time::Deadline;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+/// Spins before sleeping: a short critical section on another core usually ends sooner than
+/// a futex round trip.
+const SPINS: u32 = 100;
+
+/// A mutual-exclusion lock without an owner. Thread-safe: every method may be called from
+/// any thread.
+#[derive(Debug, Default)]
+pub struct Lock<W: Word = PrivateWord> {
+    state: W,
+}
+
+impl Lock<PrivateWord> {
+    /// An unlocked private lock, usable in `static` initialisers.
+    pub const INIT: Self = Lock { state: PrivateWord::new_const(UNLOCKED) };
+}
+
+impl<W: Word> Lock<W> {
+    /// An unlocked lock.
+    pub fn new() -> Self {
+        Lock { state: W::new(UNLOCKED) }
+    }
+
+    /// Acquires without blocking; true on success.
+    #[inline]
+    pub fn try_acquire(&self) -> bool {
+        self.state.compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed).is_ok()
+    }
+
+    /// Acquires, waiting until `deadline`. Errors: `WEFT_WOULD_BLOCK` (deadline now),
+    /// `WEFT_TIMEOUT`, `WEFT_CANCELLED` (cancellable waits only).
+    #[inline]
+    pub fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
+        if self.try_acquire() {
+            return Ok(());
+        }
+        self.acquire_slow(deadline, interrupt)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
+        if deadline == Deadline::Now {
+            return Err(Error::would_block("lock is held"));
+        }
+        for _ in 0..SPINS {
+            let s = self.state.load(Relaxed);
+            if s == UNLOCKED && self.try_acquire() {
+                return Ok(());
+            }
+            if s == CONTENDED {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            if self.state.swap(CONTENDED, Acquire) == UNLOCKED {
+                return Ok(());
+            }
+            match self.state.wait(CONTENDED, deadline, interrupt) {
+                Wait::Woken => continue,
+                w => {
+                    // One last try: the lock may have been released as the deadline passed.
+                    if self.state.swap(CONTENDED, Acquire) == UNLOCKED {
+                        return Ok(());
+                    }
+                    return Err(Error::from_wait(w, deadline, "timed out acquiring the lock"));
+                }
+            }
+        }
+    }
+
+    /// Releases. Any thread may release (as in Python). Error: `WEFT_INVALID_STATE` when the
+    /// lock is not locked.
+    #[inline]
+    pub fn release(&self) -> Result<()> {
+        match self.state.swap(UNLOCKED, Release) {
+            LOCKED => Ok(()),
+            CONTENDED => {
+                self.state.wake(1);
+                Ok(())
+            }
+            _ => Err(Error::new(WEFT_INVALID_STATE, "release of an unlocked lock")),
+        }
+    }
+
+    /// True while the lock is held by some thread.
+    pub fn locked(&self) -> bool {
+        self.state.load(Relaxed) != UNLOCKED
+    }
+}
