@@ -13,9 +13,6 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 const CONTENDED: u32 = 2;
-/// Spins before sleeping: a short critical section on another core usually ends sooner than
-/// a futex round trip.
-const SPINS: u32 = 100;
 
 /// A mutual-exclusion lock without an owner. Thread-safe: every method may be called from
 /// any thread.
@@ -56,7 +53,9 @@ impl<W: Word> Lock<W> {
         if deadline == Deadline::Now {
             return Err(Error::would_block("lock is held"));
         }
-        for _ in 0..SPINS {
+        // Spin first: a short critical section on another core usually ends sooner than a futex
+        // round trip.
+        for _ in 0..W::SPINS {
             let s = self.state.load(Relaxed);
             if s == UNLOCKED && self.try_acquire() {
                 return Ok(());
