@@ -87,7 +87,8 @@ pub unsafe extern "C" fn weft_thread_start(
             opts.stack_size = o.stack_size;
         }
         let t = thread::spawn(Box::new(move |call| run_c_task(f, call)), arg, &opts)?;
-        give(t, out)
+        // `spawn` already counted this handle.
+        publish(weft_thread { tag: Tag::of::<weft_thread>(), thread: t }, out)
     })
 }
 

@@ -168,12 +168,14 @@ impl<W: Word> Barrier<W> {
         self.parties
     }
 
-    /// Threads currently waiting in the filling phase.
+    /// Threads currently waiting in the filling phase. Takes no lock (as in Python), so the
+    /// barrier's action may call it.
     pub fn n_waiting(&self) -> u32 {
-        self.lock();
-        let n = if self.state() == FILLING { self.count.load(Relaxed) } else { 0 };
-        self.unlock();
-        n
+        if self.state() == FILLING {
+            self.count.load(Relaxed)
+        } else {
+            0
+        }
     }
 
     /// True when the barrier is broken.

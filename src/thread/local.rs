@@ -75,7 +75,8 @@ impl Local {
             .unwrap_or(0)
     }
 
-    /// Sets the calling thread's value; a different previous non-null value is destroyed.
+    /// Sets the calling thread's value; a different previous non-null value is destroyed,
+    /// except when the new value is null (clearing never destroys).
     /// Returns false during thread teardown, when the value cannot be stored.
     pub fn set(&self, value: usize) -> bool {
         let old = SLOT.try_with(|s| {
@@ -86,7 +87,7 @@ impl Local {
             old
         });
         match old {
-            Ok(Some(o)) if o != 0 && o != value => {
+            Ok(Some(o)) if o != 0 && value != 0 && o != value => {
                 if let Some(d) = &self.0.destructor {
                     d(o);
                 }

@@ -20,7 +20,7 @@ use crate::time::Deadline;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 pub use registry::{active_count, enumerate};
 
@@ -189,6 +189,13 @@ impl Thread {
         Ok(())
     }
 
+    /// True when the calling thread is this thread. Compares kernel thread ids, which stay
+    /// valid while `exit()` runs handlers after thread-locals were destroyed; a finished
+    /// thread's id may be reused, so only a live record can match.
+    pub(crate) fn is_caller(&self) -> bool {
+        self.is_alive() && self.tid.load(Ordering::Acquire) == current_tid()
+    }
+
     /// True once a cancel request was made.
     pub fn cancel_requested(&self) -> bool {
         self.cancel.load(Ordering::Acquire) != 0
@@ -197,7 +204,7 @@ impl Thread {
     /// Waits until the thread has finished (and reaps it). Errors: `WEFT_INVALID_STATE`
     /// (joining oneself), `WEFT_WOULD_BLOCK`, `WEFT_TIMEOUT`, `WEFT_CANCELLED`.
     pub fn join(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
-        if current_record().is_some_and(|c| std::ptr::eq(&*c, self)) {
+        if self.is_caller() {
             return Err(Error::new(WEFT_INVALID_STATE, "cannot join the current thread"));
         }
         let cancellable = interrupt == Interrupt::Cancellable && current_is_weft();
@@ -312,16 +319,14 @@ fn current_is_weft() -> bool {
     CURRENT.try_with(|c| c.borrow().as_ref().is_some_and(|g| g.0.kind == Kind::Weft)).unwrap_or(false)
 }
 
-static MAIN: OnceLock<Arc<Thread>> = OnceLock::new();
-
-/// The process's main thread (Python's `main_thread()`).
+/// The process's main thread (Python's `main_thread()`). In a forked child, the thread that
+/// called `fork` becomes the main thread, as in Python.
 pub fn main_thread() -> Arc<Thread> {
-    MAIN.get_or_init(|| {
+    registry::main_record(|| {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() } as u32;
         Arc::new(Thread::new(Kind::Main, "MainThread".into(), false, pid))
     })
-    .clone()
 }
 
 /// The calling thread's record (Python's `current_thread()`): a weft thread's own, the main
@@ -359,7 +364,9 @@ fn os_name(name: &str) -> CString {
     CString::new(name[..end].replace('\0', "")).unwrap_or_default()
 }
 
-/// Starts `task` with a copy of `arg` on a new thread. Errors: `WEFT_CLOSED` after
+/// Starts `task` with a copy of `arg` on a new thread. The returned record already counts one
+/// caller handle (see [`Thread::retain_handle`]); release it with [`Thread::release_handle`]
+/// when done with the thread. Errors: `WEFT_CLOSED` after
 /// [`shutdown`], `WEFT_INVALID_ARGUMENT` (stack size too small), `WEFT_OS_ERROR`.
 pub fn spawn(task: Task, arg: &[u8], options: &Options) -> Result<Arc<Thread>> {
     if SHUT_DOWN.load(Ordering::Acquire) {
@@ -377,6 +384,9 @@ pub fn spawn(task: Task, arg: &[u8], options: &Options) -> Result<Arc<Thread>> {
         None => format!("Thread-{}", NEXT_DEFAULT_NAME.fetch_add(1, Ordering::Relaxed)),
     };
     let thread = Arc::new(Thread::new(Kind::Weft, name, options.daemon, 0));
+    // The caller's handle counts before the thread runs: a task that fails at once must not
+    // be reported as unobserved while its starter still holds the handle.
+    thread.retain_handle();
     let boot = Box::new(Boot {
         thread: thread.clone(),
         task,
@@ -455,11 +465,9 @@ fn run(boot: Boot) {
 pub fn shutdown(deadline: Deadline) -> Result<()> {
     SHUT_DOWN.store(true, Ordering::Release);
     loop {
-        let me = current_record();
         let pending: Vec<Arc<Thread>> = enumerate()
             .into_iter()
-            .filter(|t| t.kind == Kind::Weft && !t.daemon && t.is_alive())
-            .filter(|t| me.as_ref().map_or(true, |m| !Arc::ptr_eq(m, t)))
+            .filter(|t| t.kind == Kind::Weft && !t.daemon && t.is_alive() && !t.is_caller())
             .collect();
         if pending.is_empty() {
             return Ok(());

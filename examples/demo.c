@@ -1,0 +1,515 @@
+/* weft demo: the `threading` programs of the Python tutorials in seeds/, ported to C.
+ *
+ * Each section names the seed program it follows and prints what the Python version prints
+ * (in English where the tutorial printed Chinese). Sleeps are scaled down (1 s -> 20-50 ms)
+ * so that the whole demo runs in about a second.
+ *
+ * Build and run: `cargo run --release --example demo` (see examples/demo.rs), or by hand:
+ *   cargo build --release
+ *   cc -std=c11 -Wall -Wextra -pthread -Iinclude examples/demo.c -Ltarget/release -lweft \
+ *      -Wl,-rpath,$PWD/target/release -o demo && ./demo
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "weft.h"
+
+#define MS ((uint64_t)1000000)
+
+/* Every weft call returns a status; the demo stops at the first unexpected one. */
+#define CHECK(expr)                                                                        \
+    do {                                                                                   \
+        weft_status s_ = (expr);                                                           \
+        if (s_ != WEFT_OK) {                                                               \
+            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #expr,      \
+                    weft_status_name(s_), weft_last_error_message());                      \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static void sleep_ms(unsigned ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* threading.current_thread().name, copied into `buf`. */
+static const char *current_name(char *buf, size_t n) {
+    weft_thread *me = NULL;
+    CHECK(weft_thread_current(&me));
+    snprintf(buf, n, "%s", weft_thread_name(me));
+    weft_thread_free(me);
+    return buf;
+}
+
+/* Thread arguments travel as bytes (Python's args=(...)); these helpers pass one value. */
+static weft_thread *start(weft_task_fn fn, const void *arg, size_t len, const char *name, bool daemon) {
+    weft_thread_options o = {0};
+    o.name = name;
+    o.daemon = daemon;
+    weft_thread *t = NULL;
+    CHECK(weft_thread_start(fn, arg, len, &o, &t));
+    return t;
+}
+
+static void *arg_ptr(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK(weft_call_arg(call, &data, &len));
+    void *p = NULL;
+    if (len == sizeof p) memcpy(&p, data, sizeof p);
+    return p;
+}
+
+static long arg_long(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK(weft_call_arg(call, &data, &len));
+    long v = 0;
+    if (len == sizeof v) memcpy(&v, data, sizeof v);
+    return v;
+}
+
+static void join_free(weft_thread *t) {
+    CHECK(weft_thread_join(t, WEFT_FOREVER, NULL));
+    weft_thread_free(t);
+}
+
+static void section(const char *title) { printf("\n== %s ==\n", title); }
+
+/* ---- 0. current_thread() and a named thread (seed 002) ----------------------------------- */
+
+static weft_status loop(weft_call *call) {
+    (void)call;
+    char name[64];
+    current_name(name, sizeof name);
+    printf("thread %s is running...\n", name);
+    for (int n = 1; n <= 5; n++) {
+        printf("thread %s >>> %d\n", name, n);
+        sleep_ms(20);
+    }
+    printf("thread %s ended.\n", name);
+    return WEFT_OK;
+}
+
+static void demo_loop_thread(void) {
+    section("current_thread and a named thread (seed 002)");
+    char name[64];
+    printf("thread %s is running...\n", current_name(name, sizeof name));
+    weft_thread *t = start(loop, NULL, 0, "LoopThread", false);
+    join_free(t);
+    printf("thread %s ended.\n", current_name(name, sizeof name));
+}
+
+/* ---- 1. ten threads adding to a counter, without and with a Lock (seed 000) -------------- */
+
+static weft_lock *num_lock;
+static long num;               /* guarded by num_lock */
+static _Atomic long racy_num;  /* updated with separate load and store, like `num += 1` */
+
+static weft_status incre_unlocked(weft_call *call) {
+    for (long count = arg_long(call); count > 0; count--) {
+        /* Read, add, write back: another thread's update in between is lost. (Relaxed
+         * atomics make the race visible without undefined behaviour.) */
+        long v = atomic_load_explicit(&racy_num, memory_order_relaxed);
+        atomic_store_explicit(&racy_num, v + 1, memory_order_relaxed);
+    }
+    return WEFT_OK;
+}
+
+static weft_status incre(weft_call *call) {
+    for (long count = arg_long(call); count > 0; count--) {
+        CHECK(weft_lock_acquire(num_lock, WEFT_FOREVER)); /* with lock: */
+        num += 1;
+        CHECK(weft_lock_release(num_lock));
+    }
+    return WEFT_OK;
+}
+
+static void run_ten(weft_task_fn fn) {
+    long count = 100000;
+    weft_thread *threads[10];
+    for (int i = 0; i < 10; i++) threads[i] = start(fn, &count, sizeof count, NULL, false);
+    for (int i = 0; i < 10; i++) join_free(threads[i]);
+}
+
+static void demo_lock_counter(void) {
+    section("Lock: ten threads add 100000 each to a shared counter (seed 000)");
+    run_ten(incre_unlocked);
+    printf("without the lock: expected value is %d real value is %ld\n", 10 * 100000,
+           atomic_load(&racy_num));
+    CHECK(weft_lock_new(&num_lock));
+    run_ten(incre);
+    printf("with the lock:    expected value is %d real value is %ld\n", 10 * 100000, num);
+    weft_lock_free(num_lock);
+}
+
+/* ---- 1b. acquire with a timeout (seed 000, "mutex.acquire(1)") ----------------------------- */
+
+static weft_lock *mutex;
+static int shared_num;
+
+static weft_status my_thread_run(weft_call *call) {
+    (void)call;
+    char name[64];
+    sleep_ms(20);
+    if (weft_lock_acquire(mutex, 1000 * MS) == WEFT_OK) { /* if mutex.acquire(1): */
+        shared_num = shared_num + 1;
+        printf("%s: num value is %d\n", current_name(name, sizeof name), shared_num);
+        CHECK(weft_lock_release(mutex));
+    }
+    return WEFT_OK;
+}
+
+static void demo_lock_timeout(void) {
+    section("Lock.acquire(timeout) in five threads (seed 000)");
+    CHECK(weft_lock_new(&mutex));
+    weft_thread *t[5];
+    for (int i = 0; i < 5; i++) t[i] = start(my_thread_run, NULL, 0, NULL, false);
+    for (int i = 0; i < 5; i++) join_free(t[i]);
+    weft_lock_free(mutex);
+}
+
+/* ---- 2. a re-entrant lock taken recursively (seed 000) ------------------------------------ */
+
+static weft_rlock *rmutex;
+
+static weft_status rlock_run(weft_call *call) {
+    (void)call;
+    char name[64];
+    if (weft_rlock_acquire(rmutex, 1000 * MS) == WEFT_OK) {
+        printf("thread %s get mutex\n", current_name(name, sizeof name));
+        sleep_ms(20);
+        CHECK(weft_rlock_acquire(rmutex, WEFT_FOREVER)); /* again: an RLock does not deadlock */
+        printf("thread %s got it again, depth %u\n", name, weft_rlock_depth(rmutex));
+        CHECK(weft_rlock_release(rmutex));
+        CHECK(weft_rlock_release(rmutex));
+    }
+    return WEFT_OK;
+}
+
+static void demo_rlock(void) {
+    section("RLock taken twice by the same thread (seed 000)");
+    CHECK(weft_rlock_new(&rmutex));
+    weft_thread *t[3];
+    for (int i = 0; i < 3; i++) t[i] = start(rlock_run, NULL, 0, NULL, false);
+    for (int i = 0; i < 3; i++) join_free(t[i]);
+    weft_rlock_free(rmutex);
+}
+
+/* ---- 3. Condition: stage_1 notifies the stage_2 waiters (seed 003) ------------------------ */
+
+static weft_condition *cond;
+static bool stage_1_done; /* guarded by cond */
+
+static bool is_stage_1_done(void *ctx) {
+    (void)ctx;
+    return stage_1_done;
+}
+
+static weft_status stage_1(weft_call *call) {
+    (void)call;
+    char name[64];
+    printf("Starting %s\n", current_name(name, sizeof name));
+    CHECK(weft_condition_acquire(cond, WEFT_FOREVER)); /* with cond: */
+    printf("%s done and ready for stage 2\n", name);
+    stage_1_done = true;
+    CHECK(weft_condition_notify_all(cond));
+    CHECK(weft_condition_release(cond));
+    return WEFT_OK;
+}
+
+static weft_status stage_2(weft_call *call) {
+    (void)call;
+    char name[64];
+    printf("Starting %s\n", current_name(name, sizeof name));
+    CHECK(weft_condition_acquire(cond, WEFT_FOREVER));
+    /* cond.wait(), with the predicate so that an early notify is not missed */
+    CHECK(weft_condition_wait_for(cond, is_stage_1_done, NULL, WEFT_FOREVER));
+    printf("%s running\n", name);
+    CHECK(weft_condition_release(cond));
+    return WEFT_OK;
+}
+
+static void demo_condition(void) {
+    section("Condition: stage_1 notifies two stage_2 waiters (seed 003)");
+    CHECK(weft_condition_new(&cond));
+    weft_thread *s2[2];
+    s2[0] = start(stage_2, NULL, 0, "stage_2[1]", false);
+    sleep_ms(20);
+    s2[1] = start(stage_2, NULL, 0, "stage_2[2]", false);
+    sleep_ms(20);
+    weft_thread *s1 = start(stage_1, NULL, 0, "s1", false);
+    join_free(s1);
+    join_free(s2[0]);
+    join_free(s2[1]);
+    weft_condition_free(cond);
+}
+
+/* ---- 3b. producer/consumer on a Condition -------------------------------------------------- */
+
+enum { CAPACITY = 2, ITEMS = 6 };
+static weft_condition *slots;
+static int buffer[CAPACITY], head, count; /* guarded by slots */
+
+static bool has_room(void *ctx) {
+    (void)ctx;
+    return count < CAPACITY;
+}
+
+static bool has_item(void *ctx) {
+    (void)ctx;
+    return count > 0;
+}
+
+static weft_status producer(weft_call *call) {
+    (void)call;
+    for (int item = 1; item <= ITEMS; item++) {
+        CHECK(weft_condition_acquire(slots, WEFT_FOREVER));
+        CHECK(weft_condition_wait_for(slots, has_room, NULL, WEFT_FOREVER));
+        buffer[(head + count) % CAPACITY] = item;
+        count++;
+        printf("producer: put %d (%d in the buffer)\n", item, count);
+        CHECK(weft_condition_notify_all(slots));
+        CHECK(weft_condition_release(slots));
+    }
+    return WEFT_OK;
+}
+
+static weft_status consumer(weft_call *call) {
+    int got[ITEMS], sum = 0;
+    for (int i = 0; i < ITEMS; i++) {
+        CHECK(weft_condition_acquire(slots, WEFT_FOREVER));
+        CHECK(weft_condition_wait_for(slots, has_item, NULL, WEFT_FOREVER));
+        got[i] = buffer[head];
+        head = (head + 1) % CAPACITY;
+        count--;
+        printf("consumer: got %d\n", got[i]);
+        CHECK(weft_condition_notify_all(slots));
+        CHECK(weft_condition_release(slots));
+        sum += got[i];
+        sleep_ms(5);
+    }
+    /* The consumer's result travels back to whoever joins it. */
+    return weft_call_set_result(call, &sum, sizeof sum);
+}
+
+static void demo_producer_consumer(void) {
+    section("Condition: producer and consumer on a buffer of 2");
+    CHECK(weft_condition_new(&slots));
+    weft_thread *c = start(consumer, NULL, 0, "consumer", false);
+    weft_thread *p = start(producer, NULL, 0, "producer", false);
+    join_free(p);
+    weft_bytes *result = NULL;
+    CHECK(weft_thread_join(c, WEFT_FOREVER, &result));
+    int sum = 0;
+    memcpy(&sum, weft_bytes_data(result), sizeof sum);
+    printf("main: the consumer's result is %d (1 + 2 + ... + %d)\n", sum, ITEMS);
+    weft_bytes_free(result);
+    weft_thread_free(c);
+    weft_condition_free(slots);
+}
+
+/* ---- 4. threads meeting at a Barrier --------------------------------------------------------- */
+
+static weft_barrier *barrier;
+
+static weft_status all_arrived(void *ctx) {
+    (void)ctx;
+    printf("barrier action: all %u threads arrived\n", weft_barrier_parties(barrier));
+    return WEFT_OK;
+}
+
+static weft_status meet(weft_call *call) {
+    char name[64];
+    current_name(name, sizeof name);
+    sleep_ms((unsigned)arg_long(call));
+    printf("%s waiting at the barrier\n", name);
+    uint32_t index = 0;
+    CHECK(weft_barrier_wait(barrier, WEFT_FOREVER, &index));
+    printf("%s passed the barrier (arrived %u)\n", name, index + 1);
+    return WEFT_OK;
+}
+
+static void demo_barrier(void) {
+    section("Barrier: three threads meet");
+    CHECK(weft_barrier_new(3, all_arrived, NULL, &barrier));
+    weft_thread *t[3];
+    for (long i = 0; i < 3; i++) {
+        long delay = 10 * (i + 1);
+        t[i] = start(meet, &delay, sizeof delay, NULL, false);
+    }
+    for (int i = 0; i < 3; i++) join_free(t[i]);
+    weft_barrier_free(barrier);
+}
+
+/* ---- 5. Event: waiting for it (seed 003) and stopping a worker (seed 001) ----------------- */
+
+static weft_status wait_for_event(weft_call *call) {
+    weft_event *e = arg_ptr(call);
+    printf("wait_for_event: starting\n");
+    CHECK(weft_event_wait(e, WEFT_FOREVER));
+    printf("wait_for_event: e.is_set()-> %s\n", weft_event_is_set(e) ? "true" : "false");
+    return WEFT_OK;
+}
+
+static weft_status wait_for_event_timeout(weft_call *call) {
+    weft_event *e = arg_ptr(call);
+    printf("wait_for_event_timeout: starting\n");
+    weft_status s = weft_event_wait(e, 100 * MS); /* e.wait(t): WEFT_TIMEOUT is "False" */
+    if (s != WEFT_OK && s != WEFT_TIMEOUT) CHECK(s);
+    printf("wait_for_event_timeout: e.is_set()-> %s\n", weft_event_is_set(e) ? "true" : "false");
+    return WEFT_OK;
+}
+
+static void demo_event_wait(void) {
+    section("Event: one waiter without and one with a timeout (seed 003)");
+    weft_event *e = NULL;
+    CHECK(weft_event_new(&e));
+    weft_thread *w1 = start(wait_for_event, &e, sizeof e, "block", false);
+    sleep_ms(10);
+    weft_thread *w2 = start(wait_for_event_timeout, &e, sizeof e, "nonblock", false);
+    sleep_ms(10);
+    printf("main: waiting before calling Event.set()\n");
+    sleep_ms(150);
+    CHECK(weft_event_set(e));
+    printf("main: event is set\n");
+    join_free(w1);
+    join_free(w2);
+    weft_event_free(e);
+}
+
+static weft_status child_thread(weft_call *call) {
+    weft_event *stop = arg_ptr(call);
+    printf("child thread started\n");
+    /* while not stop_flag: ...; time.sleep(1) -- the wait doubles as the sleep, so the
+     * worker stops as soon as it is told to. */
+    for (;;) {
+        printf("child thread running\n");
+        weft_status s = weft_event_wait(stop, 40 * MS);
+        if (s == WEFT_OK) break;
+        if (s != WEFT_TIMEOUT) CHECK(s);
+    }
+    printf("child thread exiting\n");
+    return WEFT_OK;
+}
+
+static void demo_event_stop(void) {
+    section("Event: stopping a worker thread (seed 001, method 2)");
+    weft_event *stop = NULL;
+    CHECK(weft_event_new(&stop));
+    weft_thread *t = start(child_thread, &stop, sizeof stop, NULL, false);
+    sleep_ms(180);
+    CHECK(weft_event_set(stop)); /* stop_flag = True */
+    join_free(t);
+    printf("main thread ended\n");
+    weft_event_free(stop);
+}
+
+/* Seed 001's method 1 raises SystemExit in the thread through ctypes; weft's equivalent is a
+ * cancel request, which wakes the thread out of any weft wait. */
+static weft_status test_thread(weft_call *call) {
+    weft_event *never = arg_ptr(call);
+    for (int i = 0;; i++) {
+        printf("%d\n", i + 1);
+        weft_status s = weft_event_wait(never, 2000 * MS); /* time.sleep(2) */
+        if (s == WEFT_CANCELLED || weft_call_cancelled(call)) {
+            weft_call_set_error(call, "stopped by stop_thread()");
+            return WEFT_CANCELLED;
+        }
+    }
+}
+
+static void demo_cancel(void) {
+    section("Stopping a thread from outside: cancel (seed 001, method 1)");
+    weft_event *never = NULL;
+    CHECK(weft_event_new(&never));
+    weft_thread *t = start(test_thread, &never, sizeof never, NULL, false);
+    sleep_ms(30);
+    CHECK(weft_thread_cancel(t)); /* stop_thread(t) */
+    weft_status s = weft_thread_join(t, WEFT_FOREVER, NULL);
+    char why[128];
+    snprintf(why, sizeof why, "%s", weft_last_error_message()); /* the task's failure */
+    weft_status task_status = WEFT_OK;
+    CHECK(weft_thread_task_status(t, &task_status));
+    printf("join: %s, the task returned %s (%s)\n", weft_status_name(s), weft_status_name(task_status), why);
+    weft_thread_free(t);
+    weft_event_free(never);
+}
+
+/* ---- 6. ThreadLocal (seed 002) ------------------------------------------------------------- */
+
+static weft_local *local_school;
+
+static void process_student(void) {
+    char name[64];
+    const char *std = weft_local_get(local_school); /* std = local_school.student */
+    printf("Hello, %s (in %s)\n", std, current_name(name, sizeof name));
+}
+
+static weft_status process_thread(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK(weft_call_arg(call, &data, &len));
+    char *student = malloc(len + 1);
+    if (!student) return WEFT_NO_MEMORY;
+    memcpy(student, data, len);
+    student[len] = '\0';
+    CHECK(weft_local_set(local_school, student)); /* local_school.student = name */
+    process_student();
+    return WEFT_OK; /* the destructor frees this thread's student at its exit */
+}
+
+static void demo_thread_local(void) {
+    section("ThreadLocal (seed 002)");
+    CHECK(weft_local_new(free, &local_school));
+    weft_thread *t1 = start(process_thread, "Alice", 5, "Thread-A", false);
+    join_free(t1);
+    weft_thread *t2 = start(process_thread, "Bob", 3, "Thread-B", false);
+    join_free(t2);
+    weft_local_free(local_school);
+}
+
+/* ---- 7. a daemon thread does not keep the program alive (seed 001) ------------------------ */
+
+static weft_status sing(weft_call *call) {
+    (void)call;
+    for (int i = 0; i < 5; i++) {
+        printf("sing\n");
+        sleep_ms(40);
+    }
+    return WEFT_OK;
+}
+
+static void demo_daemon(void) {
+    section("Daemon thread (seed 001)");
+    weft_thread *t = start(sing, NULL, 0, "sing", true); /* sing_thread.setDaemon(True) */
+    weft_thread_free(t);
+    sleep_ms(60);
+    printf("main thread ended\n");
+    /* Returning from main: weft joins non-daemon threads at exit, and not this one. */
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("weft %s demo: Python threading programs in C\n", weft_version());
+    demo_loop_thread();
+    demo_lock_counter();
+    demo_lock_timeout();
+    demo_rlock();
+    demo_condition();
+    demo_producer_consumer();
+    demo_barrier();
+    demo_event_wait();
+    demo_event_stop();
+    demo_cancel();
+    demo_thread_local();
+    demo_daemon();
+    return 0;
+}
