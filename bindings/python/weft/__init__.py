@@ -1,0 +1,60 @@
+"""weft: Python's ``threading`` primitives backed by libweft, the native C-ABI library.
+
+    import weft
+
+    lock = weft.Lock()
+    with lock:
+        ...
+
+``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore``, ``Event``, ``Condition`` and
+``Barrier`` are drop-in replacements for the classes of the same names in ``threading``: same
+arguments, return values, exceptions and messages (``BrokenBarrierError`` is
+``threading.BrokenBarrierError`` itself). Blocking calls release the GIL while they wait.
+
+The declarations come from the generated header ``weft.h`` at import (see ``weft._native``):
+set ``WEFT_HEADER`` and ``WEFT_LIBRARY`` to choose the header and ``libweft.so``.
+"""
+
+from ._native import FOREVER, HEADER_PATH, LIBRARY_PATH, ffi, lib
+from ._errors import WeftError, last_error_message, status_name, status_str
+from ._sync import (
+    TIMEOUT_MAX,
+    Barrier,
+    BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
+    Event,
+    Lock,
+    RLock,
+    Semaphore,
+)
+
+__all__ = [
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
+    "Condition",
+    "Barrier",
+    "BrokenBarrierError",
+    "TIMEOUT_MAX",
+    "WeftError",
+    "status_name",
+    "status_str",
+    "last_error_message",
+    "version",
+    "FOREVER",
+    "HEADER_PATH",
+    "LIBRARY_PATH",
+    "ffi",
+    "lib",
+]
+
+
+def version() -> str:
+    """The version of the loaded libweft, such as ``"0.1.0"``."""
+    return ffi.string(lib.weft_version()).decode()
+
+
+__version__ = version()
