@@ -63,8 +63,10 @@ pub unsafe extern "C" fn weft_barrier_new(
 /// NULL) receives the arrival index, 0 to parties - 1; the thread that arrives last (index
 /// parties - 1) runs the action. Errors: WEFT_NULL_ARGUMENT, WEFT_BROKEN (the barrier is or
 /// became broken: aborted, reset during the wait, another party timed out), WEFT_TIMEOUT (this
-/// thread's timeout passed; the barrier is now broken for all, as in Python), WEFT_CANCELLED
-/// (also breaks it), or the action's failure status.
+/// thread's timeout passed while it waited for the other parties; the barrier is now broken for
+/// all, as in Python — so timeout 0 is not a harmless poll here; a timeout that passes while
+/// the previous round is still leaving returns WEFT_TIMEOUT without breaking anything),
+/// WEFT_CANCELLED (breaks it too), or the action's failure status.
 ///
 /// # Safety
 /// `barrier` must be NULL or a handle from weft; `index` NULL or writable.

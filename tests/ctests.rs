@@ -1,0 +1,195 @@
+//! The C conformance suite (`ctests/`), built against the real `libweft.so` and run from
+//! `cargo test`: once as is, once under AddressSanitizer + UndefinedBehaviorSanitizer.
+//!
+//! Every `ctests/*.c` file is compiled into one program, `weft_ctests` (tests register
+//! themselves with the `TEST()` macro of `ctests/runner.h`), with the C compiler the `cc` crate
+//! finds. The program runs each test in its own forked child with a timeout and prints TAP;
+//! the TAP is streamed to this test's output, and the test fails, quoting the failing lines,
+//! when the program exits non-zero. Run one C test by hand with
+//! `target/ctests/weft_ctests NAME` (or `--in-process NAME` under a debugger, `--list`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The Rust target triple of this build, for `cc` (integration tests get no `TARGET`).
+fn target_triple() -> String {
+    let arch = std::env::consts::ARCH;
+    let os = std::env::consts::OS;
+    let env = if cfg!(target_env = "musl") { "musl" } else { "gnu" };
+    match os {
+        "linux" => format!("{arch}-unknown-linux-{env}"),
+        "macos" => format!("{arch}-apple-darwin"),
+        other => format!("{arch}-unknown-{other}"),
+    }
+}
+
+/// Every C file of the suite, sorted (the runner and all `test_*.c`, whoever wrote them).
+fn c_sources() -> Vec<PathBuf> {
+    let dir = common::root().join("ctests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("read ctests entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|p| p.ends_with("runner.c")), "ctests/runner.c is missing");
+    files
+}
+
+/// Compiles and links the whole suite into `target/ctests/<name>` against libweft.so.
+fn build_suite(name: &str, extra_flags: &[&str]) -> PathBuf {
+    let lib_dir = common::cdylib_dir();
+    let out_dir = common::target_dir().join("ctests");
+    std::fs::create_dir_all(&out_dir).expect("create target/ctests");
+    let exe = out_dir.join(name);
+
+    let triple = target_triple();
+    let mut build = cc::Build::new();
+    build
+        .target(&triple)
+        .host(&triple)
+        // -O0: compiles two to three times faster, and the tests spend their time inside the
+        // (optimised) library and in waits anyway.
+        .opt_level(0)
+        .debug(true)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .warnings(true)
+        .extra_warnings(true);
+    for flag in ["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"] {
+        build.flag(flag);
+    }
+    for flag in extra_flags {
+        build.flag(flag);
+    }
+    let compiler = build.get_compiler();
+    let mut cmd = compiler.to_command();
+    cmd.arg("-I").arg(common::root().join("include"));
+    cmd.arg("-I").arg(common::root().join("ctests"));
+    cmd.args(c_sources());
+    cmd.arg("-o").arg(&exe);
+    cmd.arg("-L").arg(lib_dir).arg("-lweft");
+    cmd.arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+    let output = cmd.output().unwrap_or_else(|e| panic!("run the C compiler {:?}: {e}", compiler.path()));
+    assert!(
+        output.status.success(),
+        "compiling the C suite failed ({}):\n{:?}\n{}{}",
+        output.status,
+        cmd,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exe
+}
+
+/// The whole suite must finish within this (each C test also has its own timeout).
+const SUITE_LIMIT: Duration = Duration::from_secs(600);
+
+/// One suite runs at a time: their TAP streams stay apart, and the timing-sensitive C tests do
+/// not compete with a second suite for the (possibly two) cores.
+static RUNNING: Mutex<()> = Mutex::new(());
+
+/// Runs the suite, streaming its TAP output; panics with the failing lines when it fails.
+fn run_suite(exe: &Path, env: &[(&str, &str)]) {
+    let _one_at_a_time = RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let start = Instant::now();
+    let mut child = Command::new(exe)
+        .envs(env.iter().copied())
+        .current_dir(common::root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+
+    // Lines worth quoting on failure: "not ok", the summary, and everything on stderr (failed
+    // assertions and sanitizer reports), in arrival order.
+    let notable = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stderr = child.stderr.take().unwrap();
+    let err_lines = Arc::clone(&notable);
+    let err_reader = thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_else(|e| format!("(unreadable stderr: {e})"));
+            eprintln!("{line}");
+            err_lines.lock().unwrap().push(line);
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    let out_lines = Arc::clone(&notable);
+    let out_reader = thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.by_ref().read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+            println!("{line}");
+            if line.starts_with("not ok") || line.starts_with("# ") {
+                out_lines.lock().unwrap().push(line);
+            }
+        }
+    });
+
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the C suite") {
+            break status;
+        }
+        if start.elapsed() > SUITE_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} did not finish within {:?}", exe.display(), SUITE_LIMIT);
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    println!("# {} finished in {:.1} s: {status}", exe.display(), start.elapsed().as_secs_f64());
+    if !status.success() {
+        let lines = notable.lock().unwrap();
+        panic!(
+            "the C suite {} failed ({status}); rerun one test with `{} NAME`:\n{}",
+            exe.display(),
+            exe.display(),
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn c_conformance_suite() {
+    let exe = build_suite("weft_ctests", &[]);
+    run_suite(&exe, &[]);
+}
+
+#[test]
+fn c_conformance_suite_asan_ubsan() {
+    let exe = build_suite(
+        "weft_ctests_asan",
+        &["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"],
+    );
+    // libweft.so itself is not instrumented (it is the release cdylib); ASan still checks every
+    // access the C tests make and every malloc/free, including the library's, since the
+    // library's allocator is the intercepted libc malloc.
+    run_suite(
+        &exe,
+        &[
+            // abort_on_error: a report ends the test's child with SIGABRT, which the runner
+            // reports as a failure of that one test (the default exit code would too, this is
+            // just unambiguous). detect_leaks: each test's child leaves with _exit(), which skips
+            // LeakSanitizer's exit-time check, so leaks are checked explicitly where it matters
+            // (test `no_memory_kept_after_free` calls __lsan_do_recoverable_leak_check); at exit
+            // it only checks the runner itself, which is cheap and works in this environment.
+            ("ASAN_OPTIONS", "abort_on_error=1:detect_leaks=1"),
+            ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+        ],
+    );
+}
