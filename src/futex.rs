@@ -265,9 +265,8 @@ mod tests {
         let start = crate::time::now_ns();
         let d = Deadline::from_timeout_ns(20_000_000);
         loop {
-            match w.wait(0, d, Interrupt::Cancellable) {
-                Wait::TimedOut => break,
-                _ => {}
+            if w.wait(0, d, Interrupt::Cancellable) == Wait::TimedOut {
+                break;
             }
         }
         assert!(crate::time::now_ns() - start >= 20_000_000);

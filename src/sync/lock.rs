@@ -23,7 +23,9 @@ pub struct Lock<W: Word = PrivateWord> {
 
 impl Lock<PrivateWord> {
     /// An unlocked private lock, usable in `static` initialisers.
-    pub const INIT: Self = Lock { state: PrivateWord::new_const(UNLOCKED) };
+    pub const fn new_const() -> Self {
+        Lock { state: PrivateWord::new_const(UNLOCKED) }
+    }
 }
 
 impl<W: Word> Lock<W> {

@@ -26,7 +26,7 @@ struct Registry {
 // (while `before_fork` holds `lock`).
 unsafe impl Sync for Registry {}
 
-static REGISTRY: Registry = Registry { lock: Lock::INIT, state: UnsafeCell::new(State { threads: Vec::new(), main: None }) };
+static REGISTRY: Registry = Registry { lock: Lock::new_const(), state: UnsafeCell::new(State { threads: Vec::new(), main: None }) };
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let _ = REGISTRY.lock.acquire(Deadline::Never, Interrupt::Uninterruptible);
