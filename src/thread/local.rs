@@ -55,12 +55,17 @@ impl ThreadSlot {
 }
 
 thread_local! {
+    /// Set once the thread stores a value, so threads that never do skip `SLOT` (whose
+    /// first use registers a thread-exit destructor with the C library).
+    static USED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static SLOT: ThreadSlot = ThreadSlot { id: NEXT_SLOT.fetch_add(1, Ordering::Relaxed), locals: RefCell::new(Vec::new()) };
 }
 
 /// Runs the calling thread's destructors now (weft threads call it before they report done).
 pub(crate) fn run_thread_exit() {
-    let _ = SLOT.try_with(|s| s.run_exit());
+    if USED.try_with(|u| u.get()).unwrap_or(false) {
+        let _ = SLOT.try_with(|s| s.run_exit());
+    }
 }
 
 impl Local {
@@ -79,6 +84,7 @@ impl Local {
     /// except when the new value is null (clearing never destroys).
     /// Returns false during thread teardown, when the value cannot be stored.
     pub fn set(&self, value: usize) -> bool {
+        let _ = USED.try_with(|u| u.set(true));
         let old = SLOT.try_with(|s| {
             let old = self.0.values.lock().unwrap_or_else(|e| e.into_inner()).insert(s.id, value);
             if old.is_none() {

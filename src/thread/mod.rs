@@ -93,7 +93,13 @@ static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static TID: Cell<u32> = const { Cell::new(0) };
-    static CURRENT: RefCell<Option<CurrentGuard>> = const { RefCell::new(None) };
+    /// The calling thread's record, as an owned `Arc::into_raw` pointer (null when unknown).
+    /// No destructor, so it stays readable while other thread-local destructors run: weft
+    /// threads take it back at the end of their run, foreign threads through `ForeignGuard`,
+    /// the main thread's count is simply kept for the life of the process.
+    static CURRENT: Cell<*const Thread> = const { Cell::new(std::ptr::null()) };
+    /// Present in foreign threads that asked for their record: ends it at thread exit.
+    static FOREIGN: RefCell<Option<ForeignGuard>> = const { RefCell::new(None) };
 }
 
 /// The kernel thread id of the caller (cached; reset in a forked child).
@@ -113,18 +119,39 @@ pub fn current_tid() -> u32 {
     .unwrap_or_else(|_| unsafe { libc::gettid() } as u32)
 }
 
-/// Holds the current thread's record in its thread-local slot; for foreign threads, marks the
-/// record done when the OS thread exits.
-struct CurrentGuard(Arc<Thread>);
+/// Marks a foreign thread's record done when the OS thread exits.
+struct ForeignGuard;
 
-impl Drop for CurrentGuard {
+impl Drop for ForeignGuard {
     fn drop(&mut self) {
-        if self.0.kind == Kind::Foreign {
-            registry::remove(&self.0);
-            self.0.finish(Outcome::default());
+        if let Some(t) = take_current() {
+            registry::remove(&t);
+            t.finish(Outcome::default());
         }
     }
 }
+
+/// Installs `t` as the calling thread's record (the thread-local owns one count).
+fn set_current(t: &Arc<Thread>) {
+    let raw = Arc::into_raw(t.clone());
+    let _ = CURRENT.try_with(|c| c.set(raw));
+}
+
+/// Removes and returns the calling thread's record.
+fn take_current() -> Option<Arc<Thread>> {
+    let raw = CURRENT.try_with(|c| c.replace(std::ptr::null())).ok()?;
+    // SAFETY: a non-null CURRENT is a count owned by the thread-local, made by `set_current`.
+    (!raw.is_null()).then(|| unsafe { Arc::from_raw(raw) })
+}
+
+/// `done`: the task still runs, nobody sleeps on the word.
+const RUNNING: u32 = 0;
+/// `done`: finished (outcome stored, thread-locals destroyed).
+const DONE: u32 = 1;
+/// `done`: still running, and a joiner sleeps on the word (so `finish` must wake).
+const RUNNING_WATCHED: u32 = 2;
+/// `tid`: not published yet, and somebody sleeps on the word. Kernel ids never use bit 31.
+const TID_WATCHED: u32 = 1 << 31;
 
 impl Thread {
     fn new(kind: Kind, name: String, daemon: bool, tid: u32) -> Thread {
@@ -165,17 +192,28 @@ impl Thread {
     /// The kernel thread id, waiting (briefly) until a just-started thread has published it.
     pub fn native_id(&self) -> u32 {
         loop {
-            let t = self.tid.load(Ordering::Acquire);
-            if t != 0 {
-                return t;
+            match self.tid.load(Ordering::Acquire) {
+                0 => {
+                    let _ = self.tid.compare_exchange(0, TID_WATCHED, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                TID_WATCHED => {
+                    self.tid.wait(TID_WATCHED, Deadline::Never, Interrupt::Uninterruptible);
+                }
+                t => return t,
             }
-            self.tid.wait(0, Deadline::Never, Interrupt::Uninterruptible);
+        }
+    }
+
+    /// Publishes the kernel id; a system call only when somebody waits for it.
+    fn publish_tid(&self, tid: u32) {
+        if self.tid.swap(tid, Ordering::Release) == TID_WATCHED {
+            self.tid.wake(u32::MAX);
         }
     }
 
     /// True from start until the task has returned and its thread-local destructors ran.
     pub fn is_alive(&self) -> bool {
-        self.done.load(Ordering::Acquire) == 0
+        self.done.load(Ordering::Acquire) != DONE
     }
 
     /// Asks the thread to cancel: its `Call` reports cancelled and any cancellable weft wait
@@ -216,8 +254,16 @@ impl Thread {
                 self.mark_reaped();
             }
         }
-        while self.is_alive() {
-            match self.done.wait(0, deadline, interrupt) {
+        loop {
+            match self.done.load(Ordering::Acquire) {
+                DONE => break,
+                RUNNING => {
+                    let _ = self.done.compare_exchange(RUNNING, RUNNING_WATCHED, Ordering::Relaxed, Ordering::Relaxed);
+                    continue;
+                }
+                _ => {}
+            }
+            match self.done.wait(RUNNING_WATCHED, deadline, interrupt) {
                 Wait::Woken => {}
                 w => {
                     if !self.is_alive() {
@@ -271,8 +317,9 @@ impl Thread {
             }
             unobserved
         };
-        self.done.store(1, Ordering::Release);
-        self.done.wake(u32::MAX);
+        if self.done.swap(DONE, Ordering::Release) == RUNNING_WATCHED {
+            self.done.wake(u32::MAX);
+        }
         if report {
             hook::report(self, &outcome);
         }
@@ -312,11 +359,22 @@ impl Drop for Thread {
 }
 
 fn current_record() -> Option<Arc<Thread>> {
-    CURRENT.try_with(|c| c.borrow().as_ref().map(|g| g.0.clone())).ok().flatten()
+    let raw = CURRENT.try_with(|c| c.get()).ok()?;
+    if raw.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null CURRENT holds a count owned by the thread-local (`set_current`), so
+    // the record is alive; we add a count of our own.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Some(Arc::from_raw(raw))
+    }
 }
 
 fn current_is_weft() -> bool {
-    CURRENT.try_with(|c| c.borrow().as_ref().is_some_and(|g| g.0.kind == Kind::Weft)).unwrap_or(false)
+    let raw = CURRENT.try_with(|c| c.get()).unwrap_or(std::ptr::null());
+    // SAFETY: as in `current_record`.
+    !raw.is_null() && unsafe { (*raw).kind } == Kind::Weft
 }
 
 /// The process's main thread (Python's `main_thread()`). In a forked child, the thread that
@@ -342,9 +400,10 @@ pub fn current() -> Arc<Thread> {
         let n = NEXT_DEFAULT_NAME.fetch_add(1, Ordering::Relaxed);
         let t = Arc::new(Thread::new(Kind::Foreign, format!("Dummy-{n}"), true, current_tid()));
         registry::insert(&t);
+        let _ = FOREIGN.try_with(|g| *g.borrow_mut() = Some(ForeignGuard));
         t
     };
-    let _ = CURRENT.try_with(|c| *c.borrow_mut() = Some(CurrentGuard(t.clone())));
+    set_current(&t);
     t
 }
 
@@ -435,14 +494,12 @@ extern "C" fn trampoline(raw: *mut c_void) -> *mut c_void {
 
 fn run(boot: Boot) {
     let Boot { thread, task, arg, os_name } = boot;
-    let tid = current_tid();
-    thread.tid.store(tid, Ordering::Release);
-    thread.tid.wake(u32::MAX);
+    thread.publish_tid(current_tid());
     if let Some(n) = &os_name {
         // SAFETY: names the calling thread; the string is NUL-terminated and at most 15 bytes.
         unsafe { libc::pthread_setname_np(libc::pthread_self(), n.as_ptr()) };
     }
-    let _ = CURRENT.try_with(|c| *c.borrow_mut() = Some(CurrentGuard(thread.clone())));
+    set_current(&thread);
     futex::set_cancel_word(&thread.cancel);
 
     let outcome = {
@@ -456,7 +513,7 @@ fn run(boot: Boot) {
     futex::set_cancel_word(std::ptr::null());
     registry::remove(&thread);
     thread.finish(outcome);
-    let _ = CURRENT.try_with(|c| c.borrow_mut().take());
+    drop(take_current());
 }
 
 /// Joins every live non-daemon weft thread (other than the caller) until `deadline`, like

@@ -93,7 +93,7 @@ extern "C" fn after_fork_child() {
         if !mine {
             // The thread does not exist in the child: it can never be joined or reaped here.
             *t.join.lock().unwrap_or_else(|e| e.into_inner()) = JoinState::Reaped;
-            t.done.store(1, Ordering::Release);
+            t.done.store(super::DONE, Ordering::Release);
             t.done.wake(u32::MAX);
         }
         mine
