@@ -39,9 +39,6 @@ pub enum Interrupt {
 
 /// A 32-bit atomic word that threads can sleep on.
 pub trait Word: Send + Sync {
-    /// How many times a lock spins before sleeping on this kind of word (0 under loom, where
-    /// spinning only multiplies the interleavings to explore).
-    const SPINS: u32 = 100;
     /// A word holding `v`.
     fn new(v: u32) -> Self;
     /// Atomic load.

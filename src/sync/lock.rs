@@ -55,18 +55,8 @@ impl<W: Word> Lock<W> {
         if deadline == Deadline::Now {
             return Err(Error::would_block("lock is held"));
         }
-        // Spin first: a short critical section on another core usually ends sooner than a futex
-        // round trip.
-        for _ in 0..W::SPINS {
-            let s = self.state.load(Relaxed);
-            if s == UNLOCKED && self.try_acquire() {
-                return Ok(());
-            }
-            if s == CONTENDED {
-                break;
-            }
-            std::hint::spin_loop();
-        }
+        // No spinning: on this class of machine (benches/sync.rs) spinning bought no contended
+        // throughput and cost condition ping-pong latency, as glibc's default mutex also finds.
         loop {
             if self.state.swap(CONTENDED, Acquire) == UNLOCKED {
                 return Ok(());

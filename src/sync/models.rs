@@ -37,7 +37,7 @@
 //!
 //! `RLock` (its owner is `gettid()`, the same for every loom thread), cancellation (thread
 //! locals and OS futexes), spurious wake-ups (every caller loops anyway), and timeouts that
-//! depend on the clock (see above). `SPINS` is 0, so `Lock`'s spin loop is skipped.
+//! depend on the clock (see above).
 
 use crate::futex::{Interrupt, Wait, Word};
 use crate::status::{WEFT_BROKEN, WEFT_INVALID_ARGUMENT, WEFT_INVALID_STATE, WEFT_TIMEOUT, WEFT_WOULD_BLOCK};
@@ -70,7 +70,6 @@ fn seq_cst<R>(order: Ordering, op: impl FnOnce() -> R) -> R {
 }
 
 impl Word for LoomWord {
-    const SPINS: u32 = 0;
 
     fn new(v: u32) -> Self {
         LoomWord { value: AtomicU32::new(v), bucket: Mutex::new(()), sleepers: Condvar::new() }
