@@ -3,21 +3,9 @@
 #include "runner.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 
-static pthread_t br_spawn(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static weft_barrier *new_barrier(uint32_t parties, weft_barrier_action action, void *ctx) {
-    weft_barrier *b = NULL;
-    ASSERT_OK(weft_barrier_new(parties, action, ctx, &b));
-    ASSERT_NOT_NULL(b);
-    return b;
-}
+#include "helpers.h"
 
 /* Waits until `n` threads wait in the barrier (n_waiting). */
 static void br_wait_n_waiting(weft_barrier *b, uint32_t n) {
@@ -51,7 +39,7 @@ static void br_start(struct br_thread *t, pthread_t *tid, weft_barrier *b, uint6
     memset(t, 0, sizeof *t);
     t->b = b;
     t->timeout = timeout;
-    *tid = br_spawn(br_wait_thread, t);
+    *tid = spawn(br_wait_thread, t);
 }
 
 /* --- arguments -------------------------------------------------------------------------- */
@@ -195,7 +183,7 @@ static void run_rounds(struct rounds *r) {
     ASSERT_LE(r->parties, MAX_PARTIES);
     ASSERT_LE(r->rounds, MAX_ROUNDS);
     r->b = new_barrier(r->parties, rounds_action, r);
-    for (uint32_t i = 0; i < r->parties; i++) t[i] = br_spawn(rounds_worker, r);
+    for (uint32_t i = 0; i < r->parties; i++) t[i] = spawn(rounds_worker, r);
     for (uint32_t i = 0; i < r->parties; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&r->failures), 0);
     ASSERT_EQ(atomic_load(&r->action_runs), r->rounds);
@@ -514,48 +502,6 @@ TEST_TIMEOUT(barrier_action_may_query_the_barrier, 10000) {
 
 /* --- signals: waits survive EINTR and never return early --------------------------------- */
 
-static atomic_int br_signals;
-
-static void br_on_signal(int sig) {
-    (void)sig;
-    atomic_fetch_add(&br_signals, 1);
-}
-
-struct br_pester {
-    pthread_t target, thread;
-    atomic_int stop;
-};
-
-static void *br_pester_main(void *arg) {
-    struct br_pester *p = arg;
-    while (!atomic_load(&p->stop)) {
-        pthread_kill(p->target, SIGUSR1);
-        runner_sleep_ms(1);
-    }
-    return NULL;
-}
-
-/* Starts signalling the calling thread every millisecond (handler without SA_RESTART, so
- * that every blocking system call in progress fails with EINTR). */
-static void br_pester_start(struct br_pester *p) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = br_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    atomic_store(&br_signals, 0);
-    atomic_store(&p->stop, 0);
-    p->target = pthread_self();
-    ASSERT_EQ(pthread_create(&p->thread, NULL, br_pester_main, p), 0);
-}
-
-static void br_pester_stop(struct br_pester *p) {
-    atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    ASSERT_GT(atomic_load(&br_signals), 0); /* the wait really was interrupted */
-}
-
 struct br_later {
     weft_barrier *b;
     atomic_int arrived;
@@ -572,18 +518,18 @@ static void *arrive_later(void *arg) {
 
 TEST(barrier_waits_survive_signals) {
     struct br_later later = {.b = new_barrier(2, NULL, NULL)};
-    struct br_pester p;
-    br_pester_start(&p);
+    pester p;
+    pester_start(&p);
     uint64_t t0 = runner_now_ns();
     ASSERT_STATUS(weft_barrier_wait(later.b, 80 * MS, NULL), WEFT_TIMEOUT);
     ASSERT_UGE(runner_now_ns() - t0, 80 * MS);
     ASSERT_OK(weft_barrier_reset(later.b));
-    pthread_t t = br_spawn(arrive_later, &later);
+    pthread_t t = spawn(arrive_later, &later);
     uint32_t index = 7;
     ASSERT_OK(weft_barrier_wait(later.b, WEFT_FOREVER, &index));
     ASSERT_EQ(atomic_load(&later.arrived), 1);
     ASSERT_UEQ(index, 0);
-    br_pester_stop(&p);
+    pester_stop(&p);
     pthread_join(t, NULL);
     ASSERT_OK(later.status);
     weft_barrier_free(later.b);
@@ -599,7 +545,7 @@ TEST_TIMEOUT(barrier_stress_100_rounds_then_timeout_round, 120000) {
     r.rounds = 100;
     pthread_t t[N];
     r.b = new_barrier(N, rounds_action, &r);
-    for (int i = 0; i < N; i++) t[i] = br_spawn(rounds_worker, &r);
+    for (int i = 0; i < N; i++) t[i] = spawn(rounds_worker, &r);
     for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&r.failures), 0);
     ASSERT_EQ(atomic_load(&r.action_runs), 100);

@@ -4,8 +4,9 @@
 #include "runner.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
+
+#include "helpers.h"
 
 enum kind { OVER_LOCK, OVER_RLOCK, OWN_LOCK, N_KINDS };
 static const char *const KIND_NAME[] = {"lock", "rlock", "own"};
@@ -47,12 +48,6 @@ static int cv_may_notify(struct cv *v) {
     weft_status st = weft_condition_notify(v->c, 0);
     if (st != WEFT_OK && st != WEFT_NOT_OWNER) FAIL_AT("notify(0) returned %s", weft_status_name(st));
     return st == WEFT_OK;
-}
-
-static pthread_t cv_spawn(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
 }
 
 /* Reads an int under the condition's lock. */
@@ -236,7 +231,7 @@ TEST(condition_lock_held_by_another_thread) {
         struct cv v = cv_make((enum kind)k);
         ASSERT_OK(weft_condition_acquire(v.c, 0));
         struct other o = {.v = &v};
-        pthread_join(cv_spawn(use_from_other_thread, &o), NULL);
+        pthread_join(spawn(use_from_other_thread, &o), NULL);
         ASSERT_STATUS(o.acquire_status, WEFT_WOULD_BLOCK);
         if (k == OVER_LOCK) {
             ASSERT_OK(o.notify_status);
@@ -271,7 +266,7 @@ static void expect_held_after_wait(struct cv *v, uint32_t depth) {
         ASSERT_UEQ(weft_rlock_depth(v->rlock), depth);
     }
     struct other o = {.v = v};
-    pthread_join(cv_spawn(try_acquire_other, &o), NULL);
+    pthread_join(spawn(try_acquire_other, &o), NULL);
     ASSERT_STATUS(o.acquire_status, WEFT_WOULD_BLOCK);
 }
 
@@ -368,7 +363,7 @@ static void start_waiters(struct room *r, struct waiter *w, pthread_t *t, int n,
         w[i].id = i;
         w[i].timeout = timeout;
         w[i].depth = (r->v->kind == OVER_LOCK) ? 1 : (uint32_t)(1 + i % 3);
-        t[i] = cv_spawn(waiter_thread, &w[i]);
+        t[i] = spawn(waiter_thread, &w[i]);
         cv_wait_value(r->v, &r->ready, i + 1, "waiters queued");
     }
 }
@@ -524,7 +519,7 @@ TEST(condition_wait_releases_every_level) {
         uint32_t depth = (k == OVER_LOCK) ? 1 : 4;
         for (uint32_t i = 0; i < depth; i++) ASSERT_OK(weft_condition_acquire(v.c, 0));
         struct helper h = {.room = &r};
-        pthread_t t = cv_spawn(acquire_and_notify, &h);
+        pthread_t t = spawn(acquire_and_notify, &h);
         ASSERT_OK(weft_condition_wait(v.c, 30 * SEC));
         pthread_join(t, NULL);
         ASSERT_OK(h.acquire_status);
@@ -606,7 +601,7 @@ TEST(condition_wait_for_becomes_true) {
         struct cv v = cv_make((enum kind)k);
         struct room r = {.v = &v};
         struct pred_waiter p = {.room = &r, .timeout = (k == OWN_LOCK) ? 30 * SEC : WEFT_FOREVER};
-        pthread_t t = cv_spawn(wait_for_thread, &p);
+        pthread_t t = spawn(wait_for_thread, &p);
         cv_wait_value(&v, &p.waiting, 1, "wait_for started");
         cv_wait_value(&v, &r.pred_calls, 1, "predicate evaluated");
         /* A notification without the predicate becoming true: it checks and waits again. */
@@ -630,48 +625,6 @@ TEST(condition_wait_for_becomes_true) {
 
 /* --- signals: waits survive EINTR and never return early --------------------------------- */
 
-static atomic_int cv_signals;
-
-static void cv_on_signal(int sig) {
-    (void)sig;
-    atomic_fetch_add(&cv_signals, 1);
-}
-
-struct cv_pester {
-    pthread_t target, thread;
-    atomic_int stop;
-};
-
-static void *cv_pester_main(void *arg) {
-    struct cv_pester *p = arg;
-    while (!atomic_load(&p->stop)) {
-        pthread_kill(p->target, SIGUSR1);
-        runner_sleep_ms(1);
-    }
-    return NULL;
-}
-
-/* Starts signalling the calling thread every millisecond (handler without SA_RESTART, so
- * that every blocking system call in progress fails with EINTR). */
-static void cv_pester_start(struct cv_pester *p) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = cv_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    atomic_store(&cv_signals, 0);
-    atomic_store(&p->stop, 0);
-    p->target = pthread_self();
-    ASSERT_EQ(pthread_create(&p->thread, NULL, cv_pester_main, p), 0);
-}
-
-static void cv_pester_stop(struct cv_pester *p) {
-    atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    ASSERT_GT(atomic_load(&cv_signals), 0); /* the wait really was interrupted */
-}
-
 struct cv_later {
     struct cv *v;
     atomic_int notified;
@@ -692,16 +645,16 @@ TEST(condition_waits_survive_signals) {
         struct cv v = cv_make((enum kind)k);
         struct cv_later later = {.v = &v};
         ASSERT_OK(weft_condition_acquire(v.c, 0));
-        struct cv_pester p;
-        cv_pester_start(&p);
+        pester p;
+        pester_start(&p);
         uint64_t t0 = runner_now_ns();
         ASSERT_STATUS(weft_condition_wait(v.c, 60 * MS), WEFT_TIMEOUT);
         ASSERT_UGE(runner_now_ns() - t0, 60 * MS);
-        pthread_t t = cv_spawn(notify_later, &later);
+        pthread_t t = spawn(notify_later, &later);
         ASSERT_OK(weft_condition_wait(v.c, WEFT_FOREVER));
         ASSERT_EQ(atomic_load(&later.notified), 1);
         ASSERT(cv_may_notify(&v));
-        cv_pester_stop(&p);
+        pester_stop(&p);
         ASSERT_OK(weft_condition_release(v.c));
         pthread_join(t, NULL);
         cv_free(&v);
@@ -784,11 +737,11 @@ static void run_pc(struct pc *p, int producers, int consumers) {
     ASSERT_LE(producers + consumers, 8);
     for (int i = 0; i < consumers; i++) {
         args[i] = (struct pc_arg){p, 0};
-        t[i] = cv_spawn(pc_consumer, &args[i]);
+        t[i] = spawn(pc_consumer, &args[i]);
     }
     for (int i = 0; i < producers; i++) {
         args[consumers + i] = (struct pc_arg){p, i * p->produced_total};
-        t[consumers + i] = cv_spawn(pc_producer, &args[consumers + i]);
+        t[consumers + i] = spawn(pc_producer, &args[consumers + i]);
     }
     for (int i = 0; i < producers + consumers; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&p->failures), 0);

@@ -3,48 +3,9 @@
 #include "runner.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-static pid_t ev_gettid(void) {
-    return (pid_t)syscall(SYS_gettid);
-}
-
-static char ev_thread_state(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    return (p && p[1] == ' ') ? p[2] : '?';
-}
-
-/* Waits until the thread that published `tid` right before a blocking weft call sleeps in it. */
-static void ev_wait_blocked(atomic_int *tid) {
-    uint64_t deadline = runner_now_ns() + 10 * SEC;
-    while (atomic_load(tid) == 0 || ev_thread_state((pid_t)atomic_load(tid)) != 'S') {
-        if (runner_now_ns() > deadline) FAIL_AT("thread never blocked");
-        runner_sleep_ms(1);
-    }
-}
-
-static pthread_t ev_spawn(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static weft_event *new_event(void) {
-    weft_event *e = NULL;
-    ASSERT_OK(weft_event_new(&e));
-    ASSERT_NOT_NULL(e);
-    return e;
-}
+#include "helpers.h"
 
 TEST(event_null_arguments) {
     ASSERT_STATUS(weft_event_new(NULL), WEFT_NULL_ARGUMENT);
@@ -105,7 +66,7 @@ TEST(event_wait_timeout_not_early) {
 
 struct ev_waiter {
     weft_event *e;
-    atomic_int tid;
+    atomic_uint tid;
     atomic_int *returned;
     uint64_t timeout;
     weft_status status;
@@ -114,7 +75,7 @@ struct ev_waiter {
 
 static void *ev_wait_thread(void *arg) {
     struct ev_waiter *w = arg;
-    atomic_store(&w->tid, ev_gettid());
+    atomic_store(&w->tid, my_tid());
     uint64_t t0 = runner_now_ns();
     w->status = weft_event_wait(w->e, w->timeout);
     w->elapsed = runner_now_ns() - t0;
@@ -131,9 +92,9 @@ static void start_waiters(weft_event *e, struct ev_waiter *w, pthread_t *t, int 
         w[i].e = e;
         w[i].returned = returned;
         w[i].timeout = timeout;
-        t[i] = ev_spawn(ev_wait_thread, &w[i]);
+        t[i] = spawn(ev_wait_thread, &w[i]);
     }
-    for (int i = 0; i < n; i++) ev_wait_blocked(&w[i].tid);
+    for (int i = 0; i < n; i++) wait_blocked(&w[i].tid);
 }
 
 TEST(event_set_wakes_all_waiters) {
@@ -185,7 +146,7 @@ TEST(event_waiters_time_out_not_early) {
         w[i].e = e;
         w[i].returned = &returned;
         w[i].timeout = (uint64_t)(i + 1) * 15 * MS;
-        t[i] = ev_spawn(ev_wait_thread, &w[i]);
+        t[i] = spawn(ev_wait_thread, &w[i]);
     }
     for (int i = 0; i < 4; i++) {
         pthread_join(t[i], NULL);
@@ -236,7 +197,7 @@ TEST(event_huge_timeouts_sleep) {
         start_waiters(e, w, t, 1, &returned, timeouts[i]); /* asleep in the kernel */
         runner_sleep_ms(10);
         ASSERT_EQ(atomic_load(&returned), 0);
-        ev_wait_blocked(&w[0].tid); /* still asleep, not spinning */
+        wait_blocked(&w[0].tid); /* still asleep, not spinning */
         ASSERT_OK(weft_event_set(e));
         pthread_join(t[0], NULL);
         ASSERT_OK(w[0].status);
@@ -263,48 +224,6 @@ TEST(event_set_clear_before_wait_does_not_count) {
 
 /* --- signals: waits survive EINTR and never return early --------------------------------- */
 
-static atomic_int ev_signals;
-
-static void ev_on_signal(int sig) {
-    (void)sig;
-    atomic_fetch_add(&ev_signals, 1);
-}
-
-struct ev_pester {
-    pthread_t target, thread;
-    atomic_int stop;
-};
-
-static void *ev_pester_main(void *arg) {
-    struct ev_pester *p = arg;
-    while (!atomic_load(&p->stop)) {
-        pthread_kill(p->target, SIGUSR1);
-        runner_sleep_ms(1);
-    }
-    return NULL;
-}
-
-/* Starts signalling the calling thread every millisecond (handler without SA_RESTART, so
- * that every blocking system call in progress fails with EINTR). */
-static void ev_pester_start(struct ev_pester *p) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = ev_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    atomic_store(&ev_signals, 0);
-    atomic_store(&p->stop, 0);
-    p->target = pthread_self();
-    ASSERT_EQ(pthread_create(&p->thread, NULL, ev_pester_main, p), 0);
-}
-
-static void ev_pester_stop(struct ev_pester *p) {
-    atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    ASSERT_GT(atomic_load(&ev_signals), 0); /* the wait really was interrupted */
-}
-
 struct ev_later {
     weft_event *e;
     atomic_int set;
@@ -320,15 +239,15 @@ static void *set_later(void *arg) {
 
 TEST(event_waits_survive_signals) {
     struct ev_later later = {.e = new_event()};
-    struct ev_pester p;
-    ev_pester_start(&p);
+    pester p;
+    pester_start(&p);
     uint64_t t0 = runner_now_ns();
     ASSERT_STATUS(weft_event_wait(later.e, 80 * MS), WEFT_TIMEOUT);
     ASSERT_UGE(runner_now_ns() - t0, 80 * MS);
-    pthread_t t = ev_spawn(set_later, &later);
+    pthread_t t = spawn(set_later, &later);
     ASSERT_OK(weft_event_wait(later.e, WEFT_FOREVER));
     ASSERT_EQ(atomic_load(&later.set), 1);
-    ev_pester_stop(&p);
+    pester_stop(&p);
     pthread_join(t, NULL);
     weft_event_free(later.e);
 }
@@ -356,7 +275,7 @@ static void *ponger(void *arg) {
 
 TEST_TIMEOUT(event_stress_ping_pong, 120000) {
     struct pingpong p = {.ping = new_event(), .pong = new_event()};
-    pthread_t t = ev_spawn(ponger, &p);
+    pthread_t t = spawn(ponger, &p);
     for (int i = 0; i < PINGS; i++) {
         ASSERT_OK(weft_event_set(p.ping));
         ASSERT_OK(weft_event_wait(p.pong, WEFT_FOREVER));
@@ -399,7 +318,7 @@ TEST_TIMEOUT(event_stress_flipping, 120000) {
     enum { N = 6 };
     struct storm s = {.e = new_event()};
     pthread_t t[N];
-    for (int i = 0; i < N; i++) t[i] = ev_spawn(storm_waiter, &s);
+    for (int i = 0; i < N; i++) t[i] = spawn(storm_waiter, &s);
     for (int i = 0; i < 20000; i++) {
         ASSERT_OK(weft_event_set(s.e));
         ASSERT_OK(weft_event_clear(s.e));

@@ -4,50 +4,9 @@
 #include "runner.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-static pid_t lk_gettid(void) {
-    return (pid_t)syscall(SYS_gettid);
-}
-
-/* The scheduler state of a thread of this process ('R', 'S', ...), '?' if unknown. */
-static char lk_thread_state(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    return (p && p[1] == ' ') ? p[2] : '?';
-}
-
-/* Waits until thread `tid` (which publishes its id right before a blocking weft call) sleeps
- * in the kernel, i.e. is blocked inside that call. */
-static void lk_wait_blocked(atomic_int *tid) {
-    uint64_t deadline = runner_now_ns() + 10 * SEC;
-    while (atomic_load(tid) == 0 || lk_thread_state((pid_t)atomic_load(tid)) != 'S') {
-        if (runner_now_ns() > deadline) FAIL_AT("thread never blocked");
-        runner_sleep_ms(1);
-    }
-}
-
-static pthread_t lk_spawn(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static weft_lock *new_lock(void) {
-    weft_lock *l = NULL;
-    ASSERT_OK(weft_lock_new(&l));
-    ASSERT_NOT_NULL(l);
-    return l;
-}
+#include "helpers.h"
 
 TEST(lock_null_arguments) {
     ASSERT_STATUS(weft_lock_new(NULL), WEFT_NULL_ARGUMENT);
@@ -144,7 +103,7 @@ TEST(lock_release_unlocked_is_invalid_state) {
 
 struct lk_ctx {
     weft_lock *lock;
-    atomic_int tid;
+    atomic_uint tid;
     atomic_int done;
     weft_status status;
     uint64_t timeout;
@@ -161,20 +120,20 @@ static void *release_it(void *arg) {
 TEST(lock_release_by_another_thread) {
     struct lk_ctx c = {.lock = new_lock()};
     ASSERT_OK(weft_lock_acquire(c.lock, 0));
-    pthread_join(lk_spawn(release_it, &c), NULL);
+    pthread_join(spawn(release_it, &c), NULL);
     ASSERT_OK(c.status);
     ASSERT(!weft_lock_locked(c.lock));
     ASSERT_OK(weft_lock_acquire(c.lock, 0));
     /* ... and releasing an unlocked lock from another thread is refused too. */
     ASSERT_OK(weft_lock_release(c.lock));
-    pthread_join(lk_spawn(release_it, &c), NULL);
+    pthread_join(spawn(release_it, &c), NULL);
     ASSERT_STATUS(c.status, WEFT_INVALID_STATE);
     weft_lock_free(c.lock);
 }
 
 static void *acquire_it(void *arg) {
     struct lk_ctx *c = arg;
-    atomic_store(&c->tid, lk_gettid());
+    atomic_store(&c->tid, my_tid());
     uint64_t t0 = runner_now_ns();
     c->status = weft_lock_acquire(c->lock, c->timeout);
     c->elapsed = runner_now_ns() - t0;
@@ -185,8 +144,8 @@ static void *acquire_it(void *arg) {
 TEST(lock_blocked_acquirer_wakes_on_release) {
     struct lk_ctx c = {.lock = new_lock(), .timeout = WEFT_FOREVER};
     ASSERT_OK(weft_lock_acquire(c.lock, 0));
-    pthread_t t = lk_spawn(acquire_it, &c);
-    lk_wait_blocked(&c.tid);
+    pthread_t t = spawn(acquire_it, &c);
+    wait_blocked(&c.tid);
     ASSERT_EQ(atomic_load(&c.done), 0);
     ASSERT_OK(weft_lock_release(c.lock));
     pthread_join(t, NULL);
@@ -201,8 +160,8 @@ TEST(lock_blocked_acquirer_wakes_on_release) {
 TEST(lock_timed_acquire_succeeds_when_released_in_time) {
     struct lk_ctx c = {.lock = new_lock(), .timeout = 20 * SEC};
     ASSERT_OK(weft_lock_acquire(c.lock, 0));
-    pthread_t t = lk_spawn(acquire_it, &c);
-    lk_wait_blocked(&c.tid);
+    pthread_t t = spawn(acquire_it, &c);
+    wait_blocked(&c.tid);
     ASSERT_OK(weft_lock_release(c.lock));
     pthread_join(t, NULL);
     ASSERT_OK(c.status);
@@ -214,7 +173,7 @@ TEST(lock_timed_acquire_succeeds_when_released_in_time) {
 TEST(lock_contended_timeout_not_early) {
     struct lk_ctx c = {.lock = new_lock(), .timeout = 50 * MS};
     ASSERT_OK(weft_lock_acquire(c.lock, 0));
-    pthread_join(lk_spawn(acquire_it, &c), NULL);
+    pthread_join(spawn(acquire_it, &c), NULL);
     ASSERT_STATUS(c.status, WEFT_TIMEOUT);
     ASSERT_UGE(c.elapsed, 50 * MS);
     /* The timed-out waiter left no trace: release and re-acquire work at once. */
@@ -229,8 +188,8 @@ TEST(lock_contended_timeout_not_early) {
 TEST(lock_overflowing_timeout_waits) {
     struct lk_ctx c = {.lock = new_lock(), .timeout = WEFT_FOREVER - 1};
     ASSERT_OK(weft_lock_acquire(c.lock, 0));
-    pthread_t t = lk_spawn(acquire_it, &c);
-    lk_wait_blocked(&c.tid);
+    pthread_t t = spawn(acquire_it, &c);
+    wait_blocked(&c.tid);
     runner_sleep_ms(20);
     ASSERT_EQ(atomic_load(&c.done), 0);
     ASSERT_OK(weft_lock_release(c.lock));
@@ -251,9 +210,9 @@ TEST(lock_many_waiters_each_get_it_once) {
         memset(&c[i], 0, sizeof c[i]);
         c[i].lock = l;
         c[i].timeout = WEFT_FOREVER;
-        t[i] = lk_spawn(acquire_it, &c[i]);
+        t[i] = spawn(acquire_it, &c[i]);
     }
-    for (int i = 0; i < N; i++) lk_wait_blocked(&c[i].tid);
+    for (int i = 0; i < N; i++) wait_blocked(&c[i].tid);
     for (int round = 1; round <= N; round++) {
         ASSERT_OK(weft_lock_release(l));
         /* Exactly `round` threads have acquired it once one of them holds it. */
@@ -284,48 +243,6 @@ TEST(lock_many_waiters_each_get_it_once) {
 
 /* --- signals: waits survive EINTR and never return early --------------------------------- */
 
-static atomic_int lk_signals;
-
-static void lk_on_signal(int sig) {
-    (void)sig;
-    atomic_fetch_add(&lk_signals, 1);
-}
-
-struct lk_pester {
-    pthread_t target, thread;
-    atomic_int stop;
-};
-
-static void *lk_pester_main(void *arg) {
-    struct lk_pester *p = arg;
-    while (!atomic_load(&p->stop)) {
-        pthread_kill(p->target, SIGUSR1);
-        runner_sleep_ms(1);
-    }
-    return NULL;
-}
-
-/* Starts signalling the calling thread every millisecond (handler without SA_RESTART, so
- * that every blocking system call in progress fails with EINTR). */
-static void lk_pester_start(struct lk_pester *p) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = lk_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    atomic_store(&lk_signals, 0);
-    atomic_store(&p->stop, 0);
-    p->target = pthread_self();
-    ASSERT_EQ(pthread_create(&p->thread, NULL, lk_pester_main, p), 0);
-}
-
-static void lk_pester_stop(struct lk_pester *p) {
-    atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    ASSERT_GT(atomic_load(&lk_signals), 0); /* the wait really was interrupted */
-}
-
 struct lk_later {
     weft_lock *lock;
     unsigned ms;
@@ -343,16 +260,16 @@ static void *release_later(void *arg) {
 TEST(lock_waits_survive_signals) {
     weft_lock *l = new_lock();
     ASSERT_OK(weft_lock_acquire(l, 0));
-    struct lk_pester p;
-    lk_pester_start(&p);
+    pester p;
+    pester_start(&p);
     uint64_t t0 = runner_now_ns();
     ASSERT_STATUS(weft_lock_acquire(l, 80 * MS), WEFT_TIMEOUT);
     ASSERT_UGE(runner_now_ns() - t0, 80 * MS);
     struct lk_later later = {.lock = l, .ms = 60};
-    pthread_t t = lk_spawn(release_later, &later);
+    pthread_t t = spawn(release_later, &later);
     ASSERT_OK(weft_lock_acquire(l, WEFT_FOREVER));
     ASSERT_EQ(atomic_load(&later.released), 1); /* not before the release */
-    lk_pester_stop(&p);
+    pester_stop(&p);
     pthread_join(t, NULL);
     ASSERT_OK(weft_lock_release(l));
     weft_lock_free(l);
@@ -391,7 +308,7 @@ static void *stress_worker(void *arg) {
 TEST_TIMEOUT(lock_stress_counter, 120000) {
     struct stress s = {.lock = new_lock()};
     pthread_t t[STRESS_THREADS];
-    for (int i = 0; i < STRESS_THREADS; i++) t[i] = lk_spawn(stress_worker, &s);
+    for (int i = 0; i < STRESS_THREADS; i++) t[i] = spawn(stress_worker, &s);
     for (int i = 0; i < STRESS_THREADS; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&s.failures), 0);
     ASSERT_EQ(s.counter, (long)STRESS_THREADS * STRESS_ITERS);
@@ -427,7 +344,7 @@ static void *mixed_worker(void *arg) {
 TEST_TIMEOUT(lock_stress_mixed_timeouts, 120000) {
     struct mixed m = {.lock = new_lock()};
     pthread_t t[4];
-    for (int i = 0; i < 4; i++) t[i] = lk_spawn(mixed_worker, &m);
+    for (int i = 0; i < 4; i++) t[i] = spawn(mixed_worker, &m);
     for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&m.failures), 0);
     ASSERT_EQ(m.counter, atomic_load(&m.acquired));

@@ -3,48 +3,9 @@
 #include "runner.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-static pid_t rl_gettid(void) {
-    return (pid_t)syscall(SYS_gettid);
-}
-
-static char rl_thread_state(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    return (p && p[1] == ' ') ? p[2] : '?';
-}
-
-/* Waits until the thread that published `tid` right before a blocking weft call sleeps in it. */
-static void rl_wait_blocked(atomic_int *tid) {
-    uint64_t deadline = runner_now_ns() + 10 * SEC;
-    while (atomic_load(tid) == 0 || rl_thread_state((pid_t)atomic_load(tid)) != 'S') {
-        if (runner_now_ns() > deadline) FAIL_AT("thread never blocked");
-        runner_sleep_ms(1);
-    }
-}
-
-static pthread_t rl_spawn(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static weft_rlock *new_rlock(void) {
-    weft_rlock *r = NULL;
-    ASSERT_OK(weft_rlock_new(&r));
-    ASSERT_NOT_NULL(r);
-    return r;
-}
+#include "helpers.h"
 
 TEST(rlock_null_arguments) {
     ASSERT_STATUS(weft_rlock_new(NULL), WEFT_NULL_ARGUMENT);
@@ -107,7 +68,7 @@ TEST(rlock_recursion_depth_10000) {
 
 struct rl_ctx {
     weft_rlock *r;
-    atomic_int tid;
+    atomic_uint tid;
     atomic_int acquired;
     atomic_int go_release;
     uint64_t timeout;
@@ -132,7 +93,7 @@ static void *non_owner(void *arg) {
 TEST(rlock_non_owner_cannot_release_or_enter) {
     struct rl_ctx c = {.r = new_rlock()};
     for (int i = 0; i < 3; i++) ASSERT_OK(weft_rlock_acquire(c.r, 0));
-    pthread_join(rl_spawn(non_owner, &c), NULL);
+    pthread_join(spawn(non_owner, &c), NULL);
     ASSERT_EQ(c.owned_seen, 0);
     ASSERT_UEQ(c.depth_seen, 0);
     ASSERT_STATUS(c.st_release, WEFT_NOT_OWNER);
@@ -157,7 +118,7 @@ static void *holder(void *arg) {
 
 TEST(rlock_timed_acquire_not_early) {
     struct rl_ctx c = {.r = new_rlock()};
-    pthread_t t = rl_spawn(holder, &c);
+    pthread_t t = spawn(holder, &c);
     while (!atomic_load(&c.acquired)) runner_sleep_ms(1);
     ASSERT_OK(c.st_acquire);
     ASSERT_STATUS(weft_rlock_acquire(c.r, 0), WEFT_WOULD_BLOCK);
@@ -179,7 +140,7 @@ TEST(rlock_timed_acquire_not_early) {
 
 static void *waiting_acquirer(void *arg) {
     struct rl_ctx *c = arg;
-    atomic_store(&c->tid, rl_gettid());
+    atomic_store(&c->tid, my_tid());
     c->st_acquire = weft_rlock_acquire(c->r, c->timeout);
     c->owned_seen = weft_rlock_is_owned(c->r);
     c->depth_seen = weft_rlock_depth(c->r);
@@ -192,8 +153,8 @@ static void *waiting_acquirer(void *arg) {
 TEST(rlock_other_thread_blocks_until_fully_released) {
     struct rl_ctx c = {.r = new_rlock(), .timeout = WEFT_FOREVER};
     for (int i = 0; i < 3; i++) ASSERT_OK(weft_rlock_acquire(c.r, 0));
-    pthread_t t = rl_spawn(waiting_acquirer, &c);
-    rl_wait_blocked(&c.tid);
+    pthread_t t = spawn(waiting_acquirer, &c);
+    wait_blocked(&c.tid);
     for (int level = 3; level >= 2; level--) {
         ASSERT_OK(weft_rlock_release(c.r));
         ASSERT_UEQ(weft_rlock_depth(c.r), (uint32_t)level - 1);
@@ -228,8 +189,8 @@ TEST(rlock_timed_waiter_gets_it_when_released) {
     struct rl_ctx c = {.r = new_rlock(), .timeout = 20 * SEC, .go_release = 1};
     ASSERT_OK(weft_rlock_acquire(c.r, 0));
     ASSERT_OK(weft_rlock_acquire(c.r, 0));
-    pthread_t t = rl_spawn(waiting_acquirer, &c);
-    rl_wait_blocked(&c.tid);
+    pthread_t t = spawn(waiting_acquirer, &c);
+    wait_blocked(&c.tid);
     ASSERT_OK(weft_rlock_release(c.r));
     ASSERT_OK(weft_rlock_release(c.r));
     pthread_join(t, NULL);
@@ -242,48 +203,6 @@ TEST(rlock_timed_waiter_gets_it_when_released) {
 }
 
 /* --- signals: waits survive EINTR and never return early --------------------------------- */
-
-static atomic_int rl_signals;
-
-static void rl_on_signal(int sig) {
-    (void)sig;
-    atomic_fetch_add(&rl_signals, 1);
-}
-
-struct rl_pester {
-    pthread_t target, thread;
-    atomic_int stop;
-};
-
-static void *rl_pester_main(void *arg) {
-    struct rl_pester *p = arg;
-    while (!atomic_load(&p->stop)) {
-        pthread_kill(p->target, SIGUSR1);
-        runner_sleep_ms(1);
-    }
-    return NULL;
-}
-
-/* Starts signalling the calling thread every millisecond (handler without SA_RESTART, so
- * that every blocking system call in progress fails with EINTR). */
-static void rl_pester_start(struct rl_pester *p) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = rl_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    atomic_store(&rl_signals, 0);
-    atomic_store(&p->stop, 0);
-    p->target = pthread_self();
-    ASSERT_EQ(pthread_create(&p->thread, NULL, rl_pester_main, p), 0);
-}
-
-static void rl_pester_stop(struct rl_pester *p) {
-    atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    ASSERT_GT(atomic_load(&rl_signals), 0); /* the wait really was interrupted */
-}
 
 struct rl_later {
     weft_rlock *r;
@@ -305,17 +224,17 @@ static void *hold_then_release(void *arg) {
 
 TEST(rlock_waits_survive_signals) {
     struct rl_later later = {.r = new_rlock()};
-    pthread_t t = rl_spawn(hold_then_release, &later);
+    pthread_t t = spawn(hold_then_release, &later);
     while (!atomic_load(&later.held)) runner_sleep_ms(1);
-    struct rl_pester p;
-    rl_pester_start(&p);
+    pester p;
+    pester_start(&p);
     uint64_t t0 = runner_now_ns();
     ASSERT_STATUS(weft_rlock_acquire(later.r, 50 * MS), WEFT_TIMEOUT);
     ASSERT_UGE(runner_now_ns() - t0, 50 * MS);
     ASSERT_OK(weft_rlock_acquire(later.r, WEFT_FOREVER));
     ASSERT_EQ(atomic_load(&later.released), 1);
     ASSERT_UEQ(weft_rlock_depth(later.r), 1);
-    rl_pester_stop(&p);
+    pester_stop(&p);
     pthread_join(t, NULL);
     ASSERT_OK(weft_rlock_release(later.r));
     weft_rlock_free(later.r);
@@ -349,7 +268,7 @@ TEST_TIMEOUT(rlock_stress_nested_counter, 120000) {
     enum { N = 6 };
     struct rl_stress s = {.r = new_rlock()};
     pthread_t t[N];
-    for (int i = 0; i < N; i++) t[i] = rl_spawn(rl_stress_worker, &s);
+    for (int i = 0; i < N; i++) t[i] = spawn(rl_stress_worker, &s);
     for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&s.failures), 0);
     ASSERT_EQ(s.counter, (long)N * 100000);

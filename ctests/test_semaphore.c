@@ -3,51 +3,9 @@
 #include "runner.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-static pid_t sm_gettid(void) {
-    return (pid_t)syscall(SYS_gettid);
-}
-
-static char sm_thread_state(pid_t tid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    return (p && p[1] == ' ') ? p[2] : '?';
-}
-
-/* Waits until the thread that published `tid` right before a blocking weft call sleeps in it. */
-static void sm_wait_blocked(atomic_int *tid) {
-    uint64_t deadline = runner_now_ns() + 10 * SEC;
-    while (atomic_load(tid) == 0 || sm_thread_state((pid_t)atomic_load(tid)) != 'S') {
-        if (runner_now_ns() > deadline) FAIL_AT("thread never blocked");
-        runner_sleep_ms(1);
-    }
-}
-
-static pthread_t sm_spawn(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-static weft_semaphore *new_sem(uint32_t value, int bounded) {
-    weft_semaphore *s = NULL;
-    if (bounded)
-        ASSERT_OK(weft_semaphore_new_bounded(value, &s));
-    else
-        ASSERT_OK(weft_semaphore_new(value, &s));
-    ASSERT_NOT_NULL(s);
-    return s;
-}
+#include "helpers.h"
 
 TEST(semaphore_null_arguments) {
     ASSERT_STATUS(weft_semaphore_new(1, NULL), WEFT_NULL_ARGUMENT);
@@ -173,7 +131,7 @@ TEST(semaphore_overflow_is_invalid_argument) {
 
 struct sm_waiter {
     weft_semaphore *s;
-    atomic_int tid;
+    atomic_uint tid;
     atomic_int *acquired;
     uint64_t timeout;
     weft_status status;
@@ -181,7 +139,7 @@ struct sm_waiter {
 
 static void *sm_acquirer(void *arg) {
     struct sm_waiter *w = arg;
-    atomic_store(&w->tid, sm_gettid());
+    atomic_store(&w->tid, my_tid());
     w->status = weft_semaphore_acquire(w->s, w->timeout);
     if (w->status == WEFT_OK) atomic_fetch_add(w->acquired, 1);
     return NULL;
@@ -209,9 +167,9 @@ TEST(semaphore_release_n_wakes_exactly_n) {
             w[i].s = s;
             w[i].acquired = &acquired;
             w[i].timeout = WEFT_FOREVER;
-            t[i] = sm_spawn(sm_acquirer, &w[i]);
+            t[i] = spawn(sm_acquirer, &w[i]);
         }
-        for (int i = 0; i < N; i++) sm_wait_blocked(&w[i].tid);
+        for (int i = 0; i < N; i++) wait_blocked(&w[i].tid);
         ASSERT_EQ(atomic_load(&acquired), 0);
 
         ASSERT_OK(weft_semaphore_release(s, 4));
@@ -246,8 +204,8 @@ TEST(semaphore_timed_waiter_gets_permit_released_in_time) {
     weft_semaphore *s = new_sem(0, 0);
     atomic_int acquired = 0;
     struct sm_waiter w = {.s = s, .acquired = &acquired, .timeout = 20 * SEC};
-    pthread_t t = sm_spawn(sm_acquirer, &w);
-    sm_wait_blocked(&w.tid);
+    pthread_t t = spawn(sm_acquirer, &w);
+    wait_blocked(&w.tid);
     ASSERT_OK(weft_semaphore_release(s, 1));
     pthread_join(t, NULL);
     ASSERT_OK(w.status);
@@ -259,8 +217,8 @@ TEST(semaphore_overflowing_timeout_waits) {
     weft_semaphore *s = new_sem(0, 0);
     atomic_int acquired = 0;
     struct sm_waiter w = {.s = s, .acquired = &acquired, .timeout = WEFT_FOREVER - 1};
-    pthread_t t = sm_spawn(sm_acquirer, &w);
-    sm_wait_blocked(&w.tid);
+    pthread_t t = spawn(sm_acquirer, &w);
+    wait_blocked(&w.tid);
     runner_sleep_ms(20);
     ASSERT_EQ(atomic_load(&acquired), 0);
     ASSERT_OK(weft_semaphore_release(s, 1));
@@ -281,7 +239,7 @@ TEST(semaphore_waiter_times_out_not_early) {
         w[i].timeout = 30 * MS;
     }
     uint64_t t0 = runner_now_ns();
-    for (int i = 0; i < 3; i++) t[i] = sm_spawn(sm_acquirer, &w[i]);
+    for (int i = 0; i < 3; i++) t[i] = spawn(sm_acquirer, &w[i]);
     for (int i = 0; i < 3; i++) {
         pthread_join(t[i], NULL);
         ASSERT_STATUS(w[i].status, WEFT_TIMEOUT);
@@ -305,57 +263,15 @@ TEST(semaphore_any_thread_may_release) {
     weft_semaphore *s = new_sem(1, 1);
     ASSERT_OK(weft_semaphore_acquire(s, 0));
     struct sm_waiter w = {.s = s};
-    pthread_join(sm_spawn(sm_release_one, &w), NULL);
+    pthread_join(spawn(sm_release_one, &w), NULL);
     ASSERT_OK(w.status);
     ASSERT_UEQ(weft_semaphore_value(s), 1);
-    pthread_join(sm_spawn(sm_release_one, &w), NULL);
+    pthread_join(spawn(sm_release_one, &w), NULL);
     ASSERT_STATUS(w.status, WEFT_INVALID_STATE);
     weft_semaphore_free(s);
 }
 
 /* --- signals: waits survive EINTR and never return early --------------------------------- */
-
-static atomic_int sm_signals;
-
-static void sm_on_signal(int sig) {
-    (void)sig;
-    atomic_fetch_add(&sm_signals, 1);
-}
-
-struct sm_pester {
-    pthread_t target, thread;
-    atomic_int stop;
-};
-
-static void *sm_pester_main(void *arg) {
-    struct sm_pester *p = arg;
-    while (!atomic_load(&p->stop)) {
-        pthread_kill(p->target, SIGUSR1);
-        runner_sleep_ms(1);
-    }
-    return NULL;
-}
-
-/* Starts signalling the calling thread every millisecond (handler without SA_RESTART, so
- * that every blocking system call in progress fails with EINTR). */
-static void sm_pester_start(struct sm_pester *p) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = sm_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    atomic_store(&sm_signals, 0);
-    atomic_store(&p->stop, 0);
-    p->target = pthread_self();
-    ASSERT_EQ(pthread_create(&p->thread, NULL, sm_pester_main, p), 0);
-}
-
-static void sm_pester_stop(struct sm_pester *p) {
-    atomic_store(&p->stop, 1);
-    pthread_join(p->thread, NULL);
-    ASSERT_GT(atomic_load(&sm_signals), 0); /* the wait really was interrupted */
-}
 
 struct sm_later {
     weft_semaphore *s;
@@ -372,16 +288,16 @@ static void *sm_release_later(void *arg) {
 
 TEST(semaphore_waits_survive_signals) {
     struct sm_later later = {.s = new_sem(0, 0)};
-    struct sm_pester p;
-    sm_pester_start(&p);
+    pester p;
+    pester_start(&p);
     uint64_t t0 = runner_now_ns();
     ASSERT_STATUS(weft_semaphore_acquire(later.s, 80 * MS), WEFT_TIMEOUT);
     ASSERT_UGE(runner_now_ns() - t0, 80 * MS);
-    pthread_t t = sm_spawn(sm_release_later, &later);
+    pthread_t t = spawn(sm_release_later, &later);
     ASSERT_OK(weft_semaphore_acquire(later.s, WEFT_FOREVER));
     ASSERT_EQ(atomic_load(&later.released), 1);
     ASSERT_UEQ(weft_semaphore_value(later.s), 0);
-    sm_pester_stop(&p);
+    pester_stop(&p);
     pthread_join(t, NULL);
     weft_semaphore_free(later.s);
 }
@@ -419,7 +335,7 @@ TEST_TIMEOUT(semaphore_stress_bounded_gate, 120000) {
     enum { N = 8 };
     struct sm_gate g = {.s = new_sem(3, 1)};
     pthread_t t[N];
-    for (int i = 0; i < N; i++) t[i] = sm_spawn(gate_worker, &g);
+    for (int i = 0; i < N; i++) t[i] = spawn(gate_worker, &g);
     for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&g.failures), 0);
     ASSERT_EQ(atomic_load(&g.passes), (long)N * 20000);
@@ -462,8 +378,8 @@ TEST_TIMEOUT(semaphore_stress_producers_consumers, 120000) {
     enum { P = 4, C = 4 };
     struct sm_pc p = {.items = new_sem(0, 0)};
     pthread_t t[P + C];
-    for (int i = 0; i < C; i++) t[i] = sm_spawn(sm_consumer, &p);
-    for (int i = 0; i < P; i++) t[C + i] = sm_spawn(sm_producer, &p);
+    for (int i = 0; i < C; i++) t[i] = spawn(sm_consumer, &p);
+    for (int i = 0; i < P; i++) t[C + i] = spawn(sm_producer, &p);
     for (int i = 0; i < P + C; i++) pthread_join(t[i], NULL);
     ASSERT_EQ(atomic_load(&p.failures), 0);
     ASSERT_EQ(atomic_load(&p.produced), (long)P * PC_PER_THREAD);

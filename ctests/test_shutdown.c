@@ -8,19 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static weft_status start_ptr(weft_task_fn fn, void *p, const weft_thread_options *o, weft_thread **out) {
-    return weft_thread_start(fn, &p, sizeof p, o, out);
-}
-
-static void *call_ptr(weft_call *call) {
-    const void *data = NULL;
-    size_t len = 0;
-    ASSERT_OK(weft_call_arg(call, &data, &len));
-    ASSERT_EQ(len, sizeof(void *));
-    void *p;
-    memcpy(&p, data, sizeof p);
-    return p;
-}
+#include "helpers.h"
 
 /* Sleeps `ms`, then sets `*flag`. */
 typedef struct {
@@ -32,16 +20,6 @@ static weft_status task_sleep_then_flag(weft_call *call) {
     sleeper *s = call_ptr(call);
     runner_sleep_ms(s->ms);
     atomic_store(s->flag, 1);
-    return WEFT_OK;
-}
-
-static weft_status task_wait_event(weft_call *call) {
-    weft_event *e = call_ptr(call);
-    return weft_event_wait(e, WEFT_FOREVER);
-}
-
-static weft_status task_nothing(weft_call *call) {
-    (void)call;
     return WEFT_OK;
 }
 
@@ -215,23 +193,10 @@ static weft_status task_write_later(weft_call *call) {
     return WEFT_OK;
 }
 
-/* In the child: start the writers, then leave through exit(0) as a program returning from
- * main would. */
-static void child_exits_with_threads(int fd, const writer *ws, int n) {
-    for (int i = 0; i < n; i++) {
-        writer w = ws[i];
-        w.fd = fd;
-        weft_thread_options o = {0};
-        o.daemon = w.daemon;
-        weft_thread *t = NULL;
-        if (weft_thread_start(task_write_later, &w, sizeof w, &o, &t) != WEFT_OK) _exit(20);
-        weft_thread_free(t);
-    }
-    exit(0);
-}
-
-/* Forks a child that runs `ws` then exits; returns everything the threads wrote. */
-static void run_exit_child(const writer *ws, int n, char *out, size_t cap, int *wstatus) {
+/* Forks a child that runs `child(fd, ctx)`, which must not return, with `fd` the write end of
+ * a pipe; returns everything written to the pipe and the child's wait status. */
+static void run_child(void (*child)(int fd, const void *ctx), const void *ctx, char *out, size_t cap,
+                      int *wstatus) {
     int p[2];
     ASSERT_EQ(pipe(p), 0);
     fflush(stdout);
@@ -240,7 +205,8 @@ static void run_exit_child(const writer *ws, int n, char *out, size_t cap, int *
     ASSERT(pid >= 0);
     if (pid == 0) {
         close(p[0]);
-        child_exits_with_threads(p[1], ws, n);
+        child(p[1], ctx);
+        _exit(127); /* not reached */
     }
     close(p[1]);
     size_t used = 0;
@@ -254,6 +220,33 @@ static void run_exit_child(const writer *ws, int n, char *out, size_t cap, int *
     out[used] = '\0';
     close(p[0]);
     ASSERT_EQ(waitpid(pid, wstatus, 0), pid);
+}
+
+typedef struct {
+    const writer *ws;
+    int n;
+} writers;
+
+/* In the child: start the writers, then leave through exit(0) as a program returning from
+ * main would. */
+static void child_exits_with_threads(int fd, const void *ctx) {
+    const writers *all = ctx;
+    for (int i = 0; i < all->n; i++) {
+        writer w = all->ws[i];
+        w.fd = fd;
+        weft_thread_options o = {0};
+        o.daemon = w.daemon;
+        weft_thread *t = NULL;
+        if (weft_thread_start(task_write_later, &w, sizeof w, &o, &t) != WEFT_OK) _exit(20);
+        weft_thread_free(t);
+    }
+    exit(0);
+}
+
+/* Forks a child that runs `ws` then exits; returns everything the threads wrote. */
+static void run_exit_child(const writer *ws, int n, char *out, size_t cap, int *wstatus) {
+    writers all = {ws, n};
+    run_child(child_exits_with_threads, &all, out, cap, wstatus);
 }
 
 TEST_TIMEOUT(shutdown_at_exit_joins_non_daemon_thread, 5000) {
@@ -286,38 +279,24 @@ static weft_status task_exit(weft_call *call) {
     exit(0);
 }
 
+/* In the child: a writer, then exit() from a weft thread the main thread joins. */
+static void child_exits_from_weft_thread(int fd, const void *ctx) {
+    (void)ctx;
+    writer w = {.fd = fd, .ms = 100, .text = "joined at exit;"};
+    weft_thread *t = NULL;
+    if (weft_thread_start(task_write_later, &w, sizeof w, NULL, &t) != WEFT_OK) _exit(20);
+    weft_thread_free(t);
+    weft_thread *e = NULL;
+    if (weft_thread_start(task_exit, NULL, 0, NULL, &e) != WEFT_OK) _exit(21);
+    /* The main thread waits for the exiting thread, which never returns. */
+    weft_thread_join(e, WEFT_FOREVER, NULL);
+    _exit(22);
+}
+
 TEST_TIMEOUT(shutdown_at_exit_called_from_weft_thread, 3000) {
-    int p[2];
-    ASSERT_EQ(pipe(p), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ASSERT(pid >= 0);
-    if (pid == 0) {
-        close(p[0]);
-        writer w = {.fd = p[1], .ms = 100, .text = "joined at exit;"};
-        weft_thread *t = NULL;
-        if (weft_thread_start(task_write_later, &w, sizeof w, NULL, &t) != WEFT_OK) _exit(20);
-        weft_thread_free(t);
-        weft_thread *e = NULL;
-        if (weft_thread_start(task_exit, NULL, 0, NULL, &e) != WEFT_OK) _exit(21);
-        /* The main thread waits for the exiting thread, which never returns. */
-        weft_thread_join(e, WEFT_FOREVER, NULL);
-        _exit(22);
-    }
-    close(p[1]);
     char out[64];
-    size_t used = 0;
-    for (;;) {
-        ssize_t r = read(p[0], out + used, sizeof out - 1 - used);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        used += (size_t)r;
-    }
-    out[used] = '\0';
-    close(p[0]);
     int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    run_child(child_exits_from_weft_thread, NULL, out, sizeof out, &status);
     ASSERT_STR_EQ(out, "joined at exit;");
     ASSERT(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0);

@@ -8,36 +8,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helpers.h"
+
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-#define ASSERT_CONTAINS(hay, needle)                                                      \
-    do {                                                                                  \
-        const char *h_ = (hay), *n_ = (needle);                                           \
-        if (h_ == NULL || strstr(h_, n_) == NULL)                                         \
-            FAIL_AT("assertion failed: \"%s\" contains \"%s\"", h_ ? h_ : "(null)", n_);  \
-    } while (0)
-
-static uint32_t my_tid(void) { return (uint32_t)syscall(SYS_gettid); }
-
-/* Starts `fn` with the pointer `p` itself as the argument bytes. */
-static weft_status start_ptr(weft_task_fn fn, void *p, const weft_thread_options *o, weft_thread **out) {
-    return weft_thread_start(fn, &p, sizeof p, o, out);
-}
-
-/* The pointer a task was started with by start_ptr. */
-static void *call_ptr(weft_call *call) {
-    const void *data = NULL;
-    size_t len = 0;
-    ASSERT_OK(weft_call_arg(call, &data, &len));
-    ASSERT_EQ(len, sizeof(void *));
-    void *p;
-    memcpy(&p, data, sizeof p);
-    return p;
-}
 
 /* A task that reports it started, then waits for `go`, then returns "gated". */
 typedef struct {
@@ -89,12 +65,6 @@ static weft_status task_echo(weft_call *call) {
     weft_status s = weft_call_arg(call, &data, &len);
     if (s != WEFT_OK) return s;
     return weft_call_set_result(call, data, len);
-}
-
-/* Returns WEFT_OK without setting a result. */
-static weft_status task_nothing(weft_call *call) {
-    (void)call;
-    return WEFT_OK;
 }
 
 /* Fails with WEFT_NOT_FOUND and a message naming its argument. */
@@ -440,11 +410,7 @@ TEST_TIMEOUT(thread_join_main_handle_from_main_is_invalid_state, 5000) {
 TEST_TIMEOUT(thread_join_after_finish, 5000) {
     weft_thread *t = NULL;
     ASSERT_OK(weft_thread_start(task_echo, "done", 4, NULL, &t));
-    uint64_t deadline = runner_now_ns() + 3 * SEC;
-    while (weft_thread_is_alive(t)) {
-        ASSERT(runner_now_ns() < deadline);
-        runner_sleep_ms(1);
-    }
+    wait_dead(t);
     weft_bytes *r = NULL;
     ASSERT_OK(weft_thread_join(t, 0, &r));
     ASSERT_EQ(weft_bytes_len(r), 4);

@@ -6,51 +6,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#define ASSERT_CONTAINS(hay, needle)                                                      \
-    do {                                                                                  \
-        const char *h_ = (hay), *n_ = (needle);                                           \
-        if (h_ == NULL || strstr(h_, n_) == NULL)                                         \
-            FAIL_AT("assertion failed: \"%s\" contains \"%s\"", h_ ? h_ : "(null)", n_);  \
-    } while (0)
-
-static uint32_t my_tid(void) { return (uint32_t)syscall(SYS_gettid); }
-
-static weft_status start_ptr(weft_task_fn fn, void *p, const weft_thread_options *o, weft_thread **out) {
-    return weft_thread_start(fn, &p, sizeof p, o, out);
-}
-
-static void *call_ptr(weft_call *call) {
-    const void *data = NULL;
-    size_t len = 0;
-    ASSERT_OK(weft_call_arg(call, &data, &len));
-    ASSERT_EQ(len, sizeof(void *));
-    void *p;
-    memcpy(&p, data, sizeof p);
-    return p;
-}
-
-/* Waits until thread `tid` sleeps in the kernel (state S in /proc), i.e. is blocked. */
-static void wait_until_blocked(uint32_t tid) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%u/stat", tid);
-    uint64_t deadline = runner_now_ns() + 3 * SEC;
-    for (;;) {
-        char buf[512] = "";
-        FILE *f = fopen(path, "r");
-        ASSERT_NOT_NULL(f);
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *p = strrchr(buf, ')');
-        ASSERT_NOT_NULL(p);
-        if (p[1] == ' ' && p[2] == 'S') return;
-        if (runner_now_ns() > deadline) FAIL_AT("thread %u never blocked (stat: %s)", tid, buf);
-        runner_sleep_ms(1);
-    }
-}
+#include "helpers.h"
 
 /* A task that parks forever in one kind of weft wait. */
 enum kind {
@@ -261,11 +218,6 @@ TEST_TIMEOUT(thread_cancel_barrier_wait, 5000) {
     ASSERT(weft_barrier_broken(b.barrier));
     ASSERT_STATUS(weft_barrier_wait(b.barrier, 0, NULL), WEFT_BROKEN);
     weft_barrier_free(b.barrier);
-}
-
-static weft_status task_wait_event(weft_call *call) {
-    weft_event *e = call_ptr(call);
-    return weft_event_wait(e, WEFT_FOREVER);
 }
 
 TEST_TIMEOUT(thread_cancel_join, 5000) {

@@ -7,17 +7,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#define ASSERT_CONTAINS(hay, needle)                                                      \
-    do {                                                                                  \
-        const char *h_ = (hay), *n_ = (needle);                                           \
-        if (h_ == NULL || strstr(h_, n_) == NULL)                                         \
-            FAIL_AT("assertion failed: \"%s\" contains \"%s\"", h_ ? h_ : "(null)", n_);  \
-    } while (0)
-
-static uint32_t my_tid(void) { return (uint32_t)syscall(SYS_gettid); }
+#include "helpers.h"
 
 /* ---- a recording hook -------------------------------------------------------------------- */
 
@@ -98,14 +90,6 @@ static weft_thread *start_failing(failing *f, const char *name) {
     weft_thread *t = NULL;
     ASSERT_OK(weft_thread_start(task_fail_later, &f, sizeof f, &o, &t));
     return t;
-}
-
-static void wait_dead(weft_thread *t) {
-    uint64_t deadline = runner_now_ns() + 3 * SEC;
-    while (weft_thread_is_alive(t)) {
-        ASSERT(runner_now_ns() < deadline);
-        runner_sleep_ms(1);
-    }
 }
 
 /* ---- tests ------------------------------------------------------------------------------- */

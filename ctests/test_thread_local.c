@@ -6,24 +6,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-static uint32_t my_tid(void) { return (uint32_t)syscall(SYS_gettid); }
-
-static weft_status start_ptr(weft_task_fn fn, void *p, const weft_thread_options *o, weft_thread **out) {
-    return weft_thread_start(fn, &p, sizeof p, o, out);
-}
-
-static void *call_ptr(weft_call *call) {
-    const void *data = NULL;
-    size_t len = 0;
-    ASSERT_OK(weft_call_arg(call, &data, &len));
-    ASSERT_EQ(len, sizeof(void *));
-    void *p;
-    memcpy(&p, data, sizeof p);
-    return p;
-}
+#include "helpers.h"
 
 /* Values are `item`s; the destructor records which were destroyed, how often, and where. */
 typedef struct {
@@ -174,6 +158,7 @@ TEST_TIMEOUT(thread_local_destructor_runs_before_not_alive, 5000) {
     per_thread p = {.l = l, .it = &it};
     weft_thread *t = NULL;
     ASSERT_OK(start_ptr(task_set_own, &p, NULL, &t));
+    /* A spin, not wait_dead: the destructor must have run the moment it is no longer alive. */
     uint64_t deadline = runner_now_ns() + 3 * SEC;
     while (weft_thread_is_alive(t)) {
         ASSERT(runner_now_ns() < deadline);

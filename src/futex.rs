@@ -58,6 +58,11 @@ pub trait Word: Send + Sync {
     fn wait(&self, expected: u32, deadline: Deadline, interrupt: Interrupt) -> Wait;
     /// Wakes up to `n` sleepers (`u32::MAX`: all).
     fn wake(&self, n: u32);
+    /// Moves one sleeper of this word (which must hold `expected`) to the queue of `to`
+    /// without waking it: it wakes when `to` is woken (a condition's "wait morphing").
+    /// Returns false when the kernel refused, and the caller must `wake` instead; an
+    /// implementation may also simply wake the sleeper (a spurious wake-up is allowed).
+    fn requeue_one(&self, expected: u32, to: &Self) -> bool;
 }
 
 /// A futex word in process-private memory.
@@ -108,10 +113,27 @@ impl Word for PrivateWord {
     fn wake(&self, n: u32) {
         wake_on(&self.0, n, true)
     }
+    fn requeue_one(&self, expected: u32, to: &Self) -> bool {
+        // SAFETY: both addresses are live, aligned AtomicU32s; FUTEX_CMP_REQUEUE wakes 0 and
+        // moves at most 1 waiter (the count travels in the timeout argument's slot).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.0.as_ptr(),
+                FUTEX_CMP_REQUEUE | FUTEX_PRIVATE_FLAG,
+                0,
+                1usize as *const libc::timespec,
+                to.0.as_ptr(),
+                expected,
+            )
+        };
+        r >= 0 || errno() == libc::EAGAIN
+    }
 }
 
 const FUTEX_WAIT_BITSET: i32 = 9;
 const FUTEX_WAKE: i32 = 1;
+const FUTEX_CMP_REQUEUE: i32 = 4;
 const FUTEX_PRIVATE_FLAG: i32 = 128;
 const FUTEX_BITSET_MATCH_ANY: u32 = 0xffff_ffff;
 const FUTEX2_SIZE_U32: u32 = 0x02;

@@ -2,9 +2,9 @@
 
 use super::lock::{weft_lock, weft_rlock};
 use super::{get, out_ptr, publish, share, Object, Tag};
-use crate::futex::Interrupt;
+use crate::futex::{Interrupt, PrivateWord};
 use crate::status::{guard, weft_status, Error, Result, WEFT_NULL_ARGUMENT};
-use crate::sync::{CondLock, Condition, RLock};
+use crate::sync::{CondLock, Condition, Lock, RLock};
 use crate::time::Deadline;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub(crate) enum LockRef {
 }
 
 impl LockRef {
-    fn get(&self) -> &dyn CondLock {
+    fn get(&self) -> &dyn CondLock<W = PrivateWord> {
         match self {
             LockRef::Lock(l) => &l.lock,
             LockRef::RLock(r) => &r.lock,
@@ -27,6 +27,10 @@ impl LockRef {
 }
 
 impl CondLock for LockRef {
+    type W = PrivateWord;
+    fn mutex(&self) -> &Lock {
+        self.get().mutex()
+    }
     fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
         self.get().acquire(deadline, interrupt)
     }

@@ -5,6 +5,10 @@
 //! so exactly `n` waiters wake, in arrival order, as in CPython. A waiter that times out
 //! removes its node; one notified while timing out counts as notified, so a notification is
 //! never lost.
+//!
+//! Notify does not wake a sleeping waiter: it moves it from its node onto the lock's futex
+//! (`FUTEX_CMP_REQUEUE`, "wait morphing"), so it wakes once, when the notifier releases the
+//! lock, instead of waking only to sleep again on the lock the notifier still holds.
 
 use crate::futex::{Interrupt, PrivateWord, Wait, Word};
 use crate::status::{Error, Result, WEFT_CANCELLED, WEFT_NOT_OWNER};
@@ -17,6 +21,10 @@ use std::sync::Arc;
 
 /// A lock a condition can be built over.
 pub trait CondLock: Send + Sync {
+    /// The futex word type of the lock.
+    type W: Word;
+    /// The mutex underneath (the one waiters are requeued onto).
+    fn mutex(&self) -> &Lock<Self::W>;
     /// Acquires the lock.
     fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()>;
     /// Releases the lock (one level of an RLock).
@@ -31,6 +39,10 @@ pub trait CondLock: Send + Sync {
 }
 
 impl<W: Word> CondLock for Lock<W> {
+    type W = W;
+    fn mutex(&self) -> &Lock<W> {
+        self
+    }
     fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
         Lock::acquire(self, deadline, interrupt)
     }
@@ -44,11 +56,15 @@ impl<W: Word> CondLock for Lock<W> {
         Lock::release(self).map(|_| 0)
     }
     fn acquire_restore(&self, _saved: u32) {
-        let _ = Lock::acquire(self, Deadline::Never, Interrupt::Uninterruptible);
+        self.acquire_contended();
     }
 }
 
 impl<W: Word> CondLock for RLock<W> {
+    type W = W;
+    fn mutex(&self) -> &Lock<W> {
+        RLock::mutex(self)
+    }
     fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
         RLock::acquire(self, deadline, interrupt)
     }
@@ -67,6 +83,10 @@ impl<W: Word> CondLock for RLock<W> {
 }
 
 impl<T: CondLock + ?Sized> CondLock for Arc<T> {
+    type W = T::W;
+    fn mutex(&self) -> &Lock<T::W> {
+        (**self).mutex()
+    }
     fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
         (**self).acquire(deadline, interrupt)
     }
@@ -105,7 +125,7 @@ impl<T, W: Word> Guarded<T, W> {
 }
 
 /// A condition variable over a lock `L`. Thread-safe.
-pub struct Condition<L: CondLock, W: Word = PrivateWord> {
+pub struct Condition<L: CondLock<W = W>, W: Word = PrivateWord> {
     lock: L,
     waiters: Guarded<VecDeque<Arc<W>>, W>,
 }
@@ -113,7 +133,7 @@ pub struct Condition<L: CondLock, W: Word = PrivateWord> {
 const WAITING: u32 = 0;
 const NOTIFIED: u32 = 1;
 
-impl<L: CondLock, W: Word> Condition<L, W> {
+impl<L: CondLock<W = W>, W: Word> Condition<L, W> {
     /// A condition over `lock`.
     pub fn new(lock: L) -> Self {
         Condition { lock, waiters: Guarded { lock: Lock::new(), data: UnsafeCell::new(VecDeque::new()) } }
@@ -192,11 +212,16 @@ impl<L: CondLock, W: Word> Condition<L, W> {
         if !self.lock.is_owned() {
             return Err(Error::new(WEFT_NOT_OWNER, "cannot notify on un-acquired lock"));
         }
+        let mutex = self.lock.mutex();
         self.waiters.with(|q| {
             for _ in 0..n {
                 let Some(node) = q.pop_front() else { break };
                 node.store(NOTIFIED, Release);
-                node.wake(1);
+                // A waiter already asleep is moved onto the (held) lock; one not yet asleep
+                // sees NOTIFIED by itself.
+                if !(mutex.mark_contended() && node.requeue_one(NOTIFIED, mutex.word())) {
+                    node.wake(1);
+                }
             }
         });
         Ok(())

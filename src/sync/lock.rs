@@ -88,6 +88,36 @@ impl<W: Word> Lock<W> {
         }
     }
 
+    /// Acquires ignoring cancel requests and without a deadline, leaving the word CONTENDED:
+    /// for a thread that was requeued onto this lock by a condition's notify, since other
+    /// requeued sleepers may still be queued here and the next release must wake one.
+    pub(crate) fn acquire_contended(&self) {
+        while self.state.swap(CONTENDED, Acquire) != UNLOCKED {
+            self.state.wait(CONTENDED, Deadline::Never, Interrupt::Uninterruptible);
+        }
+    }
+
+    /// Marks a held lock CONTENDED so that its release wakes a sleeper; false when the lock is
+    /// not held (then nobody may be moved onto it).
+    pub(crate) fn mark_contended(&self) -> bool {
+        loop {
+            match self.state.load(Relaxed) {
+                UNLOCKED => return false,
+                CONTENDED => return true,
+                s => {
+                    if self.state.compare_exchange(s, CONTENDED, Relaxed, Relaxed).is_ok() {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The futex word, for requeueing condition waiters onto it.
+    pub(crate) fn word(&self) -> &W {
+        &self.state
+    }
+
     /// True while the lock is held by some thread.
     pub fn locked(&self) -> bool {
         self.state.load(Relaxed) != UNLOCKED

@@ -112,6 +112,12 @@ impl Word for LoomWord {
         drop(bucket);
         Wait::Woken
     }
+    /// Emulated as an immediate wake: the requeued waiter then finds the lock held and sleeps
+    /// on it, which is what a real requeue saves a round trip on.
+    fn requeue_one(&self, _expected: u32, _to: &Self) -> bool {
+        self.wake(1);
+        true
+    }
     fn wake(&self, n: u32) {
         let _bucket = self.bucket.lock().unwrap();
         if n as usize >= loom::MAX_THREADS {

@@ -89,9 +89,14 @@ impl<W: Word> RLock<W> {
         Ok(d)
     }
 
+    /// The inner lock (for a condition's wait morphing).
+    pub(crate) fn mutex(&self) -> &Lock<W> {
+        &self.lock
+    }
+
     /// Re-acquires with a saved depth, ignoring cancel requests (after a condition wait).
     pub(crate) fn acquire_restore(&self, depth: u32) {
-        let _ = self.lock.acquire(Deadline::Never, Interrupt::Uninterruptible);
+        self.lock.acquire_contended();
         self.owner.store(current_tid(), Relaxed);
         self.depth.store(depth, Relaxed);
     }

@@ -1,0 +1,82 @@
+/* Helpers shared by the test files of the weft C conformance suite (helpers.c): thread ids and
+ * "is it blocked?" checks, pthread and weft-task plumbing, constructors that assert, and a
+ * signal pester. A helper that fails aborts the test as a failed assertion does.
+ */
+#ifndef WEFT_CTESTS_HELPERS_H
+#define WEFT_CTESTS_HELPERS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runner.h"
+
+/* `hay` must be a non-NULL string containing `needle`. */
+#define ASSERT_CONTAINS(hay, needle)                                                      \
+    do {                                                                                  \
+        const char *h_ = (hay), *n_ = (needle);                                           \
+        if (h_ == NULL || strstr(h_, n_) == NULL)                                         \
+            FAIL_AT("assertion failed: \"%s\" contains \"%s\"", h_ ? h_ : "(null)", n_);  \
+    } while (0)
+
+/* ---- threads of this process ------------------------------------------------------------ */
+
+/* gettid() of the calling thread. */
+uint32_t my_tid(void);
+
+/* Waits until thread `tid` sleeps in the kernel (state S in /proc/self/task/<tid>/stat), i.e.
+ * is blocked; fails when its stat cannot be read, or after 3 s. */
+void wait_until_blocked(uint32_t tid);
+
+/* Waits until the thread that stores its my_tid() into `*tid` right before a blocking weft
+ * call sleeps in the kernel, i.e. is blocked inside that call; fails after 10 s. */
+void wait_blocked(atomic_uint *tid);
+
+/* pthread_create with default attributes; the test fails if it does. */
+pthread_t spawn(void *(*fn)(void *), void *arg);
+
+/* ---- weft objects (the test fails unless creation succeeds) ----------------------------- */
+
+weft_lock *new_lock(void);
+weft_rlock *new_rlock(void);
+weft_event *new_event(void);
+/* A semaphore with `value` permits; a bounded one when `bounded` is non-zero. */
+weft_semaphore *new_sem(uint32_t value, int bounded);
+weft_barrier *new_barrier(uint32_t parties, weft_barrier_action action, void *ctx);
+
+/* ---- weft threads ----------------------------------------------------------------------- */
+
+/* Starts `fn` with the pointer `p` itself as the argument bytes. */
+weft_status start_ptr(weft_task_fn fn, void *p, const weft_thread_options *o, weft_thread **out);
+
+/* The pointer a task was started with by start_ptr (the argument must be exactly a pointer). */
+void *call_ptr(weft_call *call);
+
+/* A task that returns WEFT_OK without setting a result. */
+weft_status task_nothing(weft_call *call);
+
+/* A task that waits (forever) on the weft_event its start_ptr argument points to, and returns
+ * what the wait returned. */
+weft_status task_wait_event(weft_call *call);
+
+/* Waits until `t` is no longer alive; fails after 3 s. */
+void wait_dead(weft_thread *t);
+
+/* ---- signals: every blocking system call of a thread interrupted ------------------------- */
+
+/* Sends SIGUSR1 to one thread every millisecond, from a thread of its own. */
+typedef struct {
+    pthread_t target, thread;
+    atomic_int stop;
+} pester;
+
+/* Starts signalling the calling thread (a handler without SA_RESTART, so that every blocking
+ * system call in progress fails with EINTR). */
+void pester_start(pester *p);
+
+/* Stops the signals; fails unless at least one signal was delivered since pester_start. */
+void pester_stop(pester *p);
+
+#endif
