@@ -3,11 +3,13 @@
 //! `cargo bench --bench sync [-- FILTER...]` runs the four benchmarks (or those whose key
 //! starts with one of the FILTER words: `uncontended`, `contended`, `pingpong`, `thread`).
 //!
-//! Method: every benchmark runs each contender for `ROUNDS` rounds; within a round the
-//! contenders run one after the other in an order that rotates from round to round, so that a
-//! noisy neighbour hurts every contender alike. Each table shows the median, min and max of the
-//! per-round samples; ratios are weft/peer on the medians (and, for information, the median of
-//! the per-round weft/peer ratios). Every sample checks its own work (counts, return codes,
+//! Method: every benchmark measures each contender for `ROUNDS` rounds. A round's sample of a
+//! contender is the mean of `CHUNKS` slices of its work, and the slices of all contenders
+//! alternate (in an order that rotates every slice), so that a burst of load from a noisy
+//! neighbour hurts every contender alike. Each table shows the median, min and max of the
+//! per-round samples. Ratios are weft/peer: the median of the per-round ratios (weft and peer
+//! measured in interleaved slices over the same seconds), which decides PASS/MISS, and in
+//! brackets the ratio of the medians. Every sample checks its own work (counts, return codes,
 //! that a lock really excludes), and a failed check aborts the run, so a broken primitive
 //! cannot produce a fast number.
 //!
@@ -15,9 +17,10 @@
 //! pointers the optimiser cannot see through — what a C program calling `libweft.so` pays
 //! (a PLT call). The libc functions are called through the GOT as usual.
 //!
-//! Environment: `WEFT_BENCH_ROUNDS` (default 7), `WEFT_BENCH_SCALE` (work per sample,
-//! default 1.0), `WEFT_BENCH_ONLY` (run only the contenders whose name contains it; for
-//! profiling one contender under perf or valgrind).
+//! Environment: `WEFT_BENCH_ROUNDS` (default 7), `WEFT_BENCH_CHUNKS` (slices per sample,
+//! default 5), `WEFT_BENCH_SCALE` (work per sample, default 1.0), `WEFT_BENCH_ONLY` (run only the contenders whose name contains it; for
+//! profiling one contender under perf or valgrind), `WEFT_BENCH_VERBOSE=1` (print every
+//! round's sample).
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -376,18 +379,66 @@ impl Token {
     }
 }
 
+/// Where the two sides of a ping-pong run.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// Both threads pinned to this one CPU: every hand-over is a futex wake plus a context
+    /// switch on that CPU. Stable, and the same for every contender.
+    OneCpu(usize),
+    /// Wherever the scheduler puts them (usually one thread per CPU). On a virtual machine a
+    /// wake-up sent to an idle virtual CPU can cost tens of microseconds of hypervisor time.
+    Free,
+}
+
+/// The first CPU this process may run on.
+fn first_allowed_cpu() -> usize {
+    // SAFETY: sched_getaffinity fills a zeroed cpu_set_t of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                if libc::CPU_ISSET(cpu, &set) {
+                    return cpu;
+                }
+            }
+        }
+    }
+    0
+}
+
+fn apply(placement: Placement) {
+    if let Placement::OneCpu(cpu) = placement {
+        // SAFETY: a zeroed cpu_set_t with one CPU set, for the calling thread.
+        let r = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        assert_eq!(r, 0, "sched_setaffinity to CPU {cpu} failed");
+    }
+}
+
 /// Runs the two sides; A's elapsed time after both are ready, per round trip.
-fn ping_pong(kind: Threads, n: u64, what: &str, a: &(dyn Fn(&Token) + Sync), b: &(dyn Fn(&Token) + Sync)) -> f64 {
+fn ping_pong(
+    kind: Threads,
+    placement: Placement,
+    n: u64,
+    what: &str,
+    a: &(dyn Fn(&Token) + Sync),
+    b: &(dyn Fn(&Token) + Sync),
+) -> f64 {
     let token = Token::new();
     let barrier = Barrier::new(2);
     let elapsed = std::sync::Mutex::new(Duration::ZERO);
     let side_a = || {
+        apply(placement);
         barrier.wait();
         let t = Instant::now();
         a(&token);
         *elapsed.lock().unwrap() = t.elapsed();
     };
     let side_b = || {
+        apply(placement);
         barrier.wait();
         b(&token);
     };
@@ -397,7 +448,7 @@ fn ping_pong(kind: Threads, n: u64, what: &str, a: &(dyn Fn(&Token) + Sync), b: 
     e.as_nanos() as f64 / n as f64
 }
 
-fn pingpong_weft_event(n: u64, kind: Threads) -> f64 {
+fn pingpong_weft_event(n: u64, kind: Threads, placement: Placement) -> f64 {
     let api = api();
     let (mut e1, mut e2) = (null_mut(), null_mut());
     // SAFETY: valid out-pointers.
@@ -436,7 +487,7 @@ fn pingpong_weft_event(n: u64, kind: Threads) -> f64 {
         }
         assert_eq!(rc, 0, "weft event call failed (B)");
     };
-    let r = ping_pong(kind, n, "weft Event ping-pong", &a, &b);
+    let r = ping_pong(kind, placement, n, "weft Event ping-pong", &a, &b);
     // SAFETY: no longer used.
     unsafe {
         weft_event_free(e1.0);
@@ -460,7 +511,7 @@ impl Turn {
     }
 }
 
-fn pingpong_weft_condition(n: u64, kind: Threads) -> f64 {
+fn pingpong_weft_condition(n: u64, kind: Threads, placement: Placement) -> f64 {
     let api = api();
     let lock = WeftLock::new();
     let mut c = null_mut();
@@ -506,7 +557,7 @@ fn pingpong_weft_condition(n: u64, kind: Threads) -> f64 {
         }
         assert_eq!(rc, 0, "weft condition call failed (B)");
     };
-    let r = ping_pong(kind, n, "weft Condition ping-pong", &a, &b);
+    let r = ping_pong(kind, placement, n, "weft Condition ping-pong", &a, &b);
     // SAFETY: no longer used.
     unsafe { weft_condition_free(c.0) };
     r
@@ -522,7 +573,7 @@ impl Drop for PthreadCond {
     }
 }
 
-fn pingpong_pthread_condvar(n: u64) -> f64 {
+fn pingpong_pthread_condvar(n: u64, placement: Placement) -> f64 {
     let m = PthreadMutex::new();
     let cv = PthreadCond(Box::new(UnsafeCell::new(libc::PTHREAD_COND_INITIALIZER)));
     let turn = Turn(UnsafeCell::new(0));
@@ -562,11 +613,11 @@ fn pingpong_pthread_condvar(n: u64) -> f64 {
         }
         assert_eq!(rc, 0, "pthread call failed (B)");
     };
-    ping_pong(Threads::Std, n, "pthread condvar ping-pong", &a, &b)
+    ping_pong(Threads::Std, placement, n, "pthread condvar ping-pong", &a, &b)
 }
 
 /// The OS floor: one futex word, 1 = B's turn, 0 = A's turn; every hand-over wakes.
-fn pingpong_futex(n: u64) -> f64 {
+fn pingpong_futex(n: u64, placement: Placement) -> f64 {
     use std::sync::atomic::AtomicU32;
     fn wait(w: &AtomicU32, v: u32) {
         // SAFETY: a live aligned u32; private futex wait without timeout.
@@ -599,7 +650,7 @@ fn pingpong_futex(n: u64) -> f64 {
             wake(word);
         }
     };
-    ping_pong(Threads::Std, n, "futex ping-pong", &a, &b)
+    ping_pong(Threads::Std, placement, n, "futex ping-pong", &a, &b)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,7 +762,10 @@ struct Verdict {
     peer: &'static str,
     weft_v: f64,
     peer_v: f64,
+    /// Median of the per-round ratios weft/peer: the verdict.
     ratio: f64,
+    /// median(weft) / median(peer), for information.
+    ratio_of_medians: f64,
     goal: Goal,
     unit: &'static str,
 }
@@ -746,16 +800,23 @@ fn fmt_value(v: f64, unit: &str) -> String {
 
 struct Config {
     rounds: usize,
+    /// Slices per sample, interleaved with the other contenders' slices.
+    chunks: usize,
     scale: f64,
     /// Run only the contenders whose name contains this (for profiling one of them).
     only: Option<String>,
+    /// Print every round's sample.
+    verbose: bool,
 }
 
 /// Runs every contender `rounds` times, interleaved, and prints the table and ratios.
 fn bench(cfg: &Config, title: &str, detail: &str, unit: &'static str, mut cs: Vec<Contender>, targets: &[Target]) -> Vec<Verdict> {
     println!();
     println!("== {title} ==");
-    println!("   {detail}; {} rounds, contenders interleaved (rotating order), median of rounds", cfg.rounds);
+    println!(
+        "   {detail}; {} rounds x {} interleaved slices (rotating order); median of rounds",
+        cfg.rounds, cfg.chunks
+    );
     if let Some(only) = &cfg.only {
         cs.retain(|c| c.name.contains(only.as_str()));
         if cs.is_empty() {
@@ -769,11 +830,23 @@ fn bench(cfg: &Config, title: &str, detail: &str, unit: &'static str, mut cs: Ve
         (c.run)(cfg.scale * 0.1);
     }
     let k = cs.len();
+    // Each round's sample of a contender is made of `chunks` slices of its work, and the
+    // slices of all contenders alternate: A B C A B C ... (rotated every slice). A burst of
+    // load from a neighbour then lands on every contender's sample of that round, not on one.
+    let rate = unit == "acq/s";
     for r in 0..cfg.rounds {
-        for j in 0..k {
-            let c = &mut cs[(j + r) % k];
-            let v = (c.run)(cfg.scale);
-            c.samples.push(v);
+        let mut acc = vec![0.0f64; k];
+        for chunk in 0..cfg.chunks {
+            for j in 0..k {
+                let i = (j + r + chunk) % k;
+                let v = (cs[i].run)(cfg.scale / cfg.chunks as f64);
+                // Equal work per slice: times average arithmetically, rates harmonically.
+                acc[i] += if rate { 1.0 / v } else { v };
+            }
+        }
+        for (c, a) in cs.iter_mut().zip(acc) {
+            let n = cfg.chunks as f64;
+            c.samples.push(if rate { n / a } else { a / n });
         }
     }
     let better = if unit == "acq/s" { "higher is better" } else { "lower is better" };
@@ -793,14 +866,18 @@ fn bench(cfg: &Config, title: &str, detail: &str, unit: &'static str, mut cs: Ve
             fmt_value(min, unit),
             fmt_value(max, unit)
         );
+        if cfg.verbose {
+            let all: Vec<String> = c.samples.iter().map(|v| fmt_value(*v, unit).trim().to_string()).collect();
+            println!("          rounds: {}", all.join(", "));
+        }
     }
     let find = |n: &str| cs.iter().find(|c| c.name == n).unwrap_or_else(|| panic!("no contender {n}"));
-    println!("   ratios weft/peer (median of weft / median of peer; in brackets: median of per-round ratios)");
+    println!("   ratios weft/peer: median of the per-round ratios (in brackets: median of weft / median of peer)");
     for w in cs.iter().filter(|c| c.role == Role::Weft) {
         for p in cs.iter().filter(|c| c.role != Role::Weft) {
             let ratio = median(&w.samples) / median(&p.samples);
             let paired: Vec<f64> = w.samples.iter().zip(&p.samples).map(|(a, b)| a / b).collect();
-            println!("     {:<33} / {:<33} = {:>5.2}x  [{:.2}x]", w.name, p.name, ratio, median(&paired));
+            println!("     {:<33} / {:<33} = {:>5.2}x  [{:.2}x]", w.name, p.name, median(&paired), ratio);
         }
     }
     println!("   ({:.1} s)", t0.elapsed().as_secs_f64());
@@ -810,6 +887,7 @@ fn bench(cfg: &Config, title: &str, detail: &str, unit: &'static str, mut cs: Ve
         .map(|t| {
             let (w, p) = (find(t.weft), find(t.peer));
             let (wv, pv) = (median(&w.samples), median(&p.samples));
+            let paired: Vec<f64> = w.samples.iter().zip(&p.samples).map(|(a, b)| a / b).collect();
             Verdict {
                 id: t.id,
                 what: t.what,
@@ -817,7 +895,8 @@ fn bench(cfg: &Config, title: &str, detail: &str, unit: &'static str, mut cs: Ve
                 peer: t.peer,
                 weft_v: wv,
                 peer_v: pv,
-                ratio: wv / pv,
+                ratio: median(&paired),
+                ratio_of_medians: wv / pv,
                 goal: t.goal,
                 unit,
             }
@@ -846,8 +925,10 @@ fn main() {
     let want = |key: &str| filters.is_empty() || filters.iter().any(|f| key.starts_with(f.as_str()));
     let cfg = Config {
         rounds: std::env::var("WEFT_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1),
+        chunks: std::env::var("WEFT_BENCH_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
         scale: std::env::var("WEFT_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0),
         only: std::env::var("WEFT_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
+        verbose: std::env::var("WEFT_BENCH_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0"),
     };
     let start = Instant::now();
 
@@ -870,7 +951,7 @@ fn main() {
     println!("CPU: {}", cpu_model());
     println!("cores: {online} online, {avail} available to this process; kernel {kernel}; glibc {glibc}");
     println!("load average at start: {}", loadavg());
-    println!("rounds: {}, scale: {}", cfg.rounds, cfg.scale);
+    println!("rounds: {}, slices per sample: {}, scale: {}", cfg.rounds, cfg.chunks, cfg.scale);
 
     let sz = |base: f64, s: f64| ((base * s).round() as u64).max(1);
     let mut verdicts = Vec::new();
@@ -958,20 +1039,26 @@ fn main() {
     }
 
     if want("pingpong") {
-        const N: f64 = 30_000.0;
+        const N: f64 = 20_000.0;
+        let one = Placement::OneCpu(first_allowed_cpu());
+        let cpu = first_allowed_cpu();
         verdicts.extend(bench(
             &cfg,
-            "3. Ping-pong round trip between two threads",
+            &format!("3. Ping-pong round trip between two threads, both pinned to CPU {cpu}"),
             &format!("{} round trips per sample; ns per round trip", N as u64),
             "ns",
             vec![
-                contender("weft Event pair (C ABI)", Role::Weft, |s| pingpong_weft_event(sz(N, s), Threads::Std)),
-                contender("weft Lock+Condition (C ABI)", Role::Weft, |s| {
-                    pingpong_weft_condition(sz(N, s), Threads::Std)
+                contender("weft Event pair (C ABI)", Role::Weft, move |s| {
+                    pingpong_weft_event(sz(N, s), Threads::Std, one)
                 }),
-                contender("pthread mutex+condvar", Role::Peer, |s| pingpong_pthread_condvar(sz(N, s))),
-                contender("raw futex word (OS floor)", Role::Info, |s| pingpong_futex(sz(N, s))),
-                contender("weft Event pair, weft threads", Role::Info, |s| pingpong_weft_event(sz(N, s), Threads::Weft)),
+                contender("weft Lock+Condition (C ABI)", Role::Weft, move |s| {
+                    pingpong_weft_condition(sz(N, s), Threads::Std, one)
+                }),
+                contender("pthread mutex+condvar", Role::Peer, move |s| pingpong_pthread_condvar(sz(N, s), one)),
+                contender("raw futex word (OS floor)", Role::Info, move |s| pingpong_futex(sz(N, s), one)),
+                contender("weft Event pair, weft threads", Role::Info, move |s| {
+                    pingpong_weft_event(sz(N, s), Threads::Weft, one)
+                }),
             ],
             &[
                 Target {
@@ -990,6 +1077,28 @@ fn main() {
                 },
             ],
         ));
+        // Information: the scheduler's placement. On a VM whose other virtual CPU is idle, each
+        // cross-CPU wake-up can cost tens of microseconds of hypervisor latency, identical for
+        // every contender; the ratios then drift towards 1.0 and measure the host, not weft.
+        const NF: f64 = 5_000.0;
+        let free = Placement::Free;
+        bench(
+            &cfg,
+            "3-info. Ping-pong round trip, threads placed by the scheduler (usually one per CPU)",
+            &format!("{} round trips per sample; ns per round trip", NF as u64),
+            "ns",
+            vec![
+                contender("weft Event pair (C ABI)", Role::Weft, move |s| {
+                    pingpong_weft_event(sz(NF, s), Threads::Std, free)
+                }),
+                contender("weft Lock+Condition (C ABI)", Role::Weft, move |s| {
+                    pingpong_weft_condition(sz(NF, s), Threads::Std, free)
+                }),
+                contender("pthread mutex+condvar", Role::Peer, move |s| pingpong_pthread_condvar(sz(NF, s), free)),
+                contender("raw futex word (OS floor)", Role::Info, move |s| pingpong_futex(sz(NF, s), free)),
+            ],
+            &[],
+        );
     }
 
     if want("thread") {
@@ -1015,23 +1124,23 @@ fn main() {
     }
 
     println!();
-    println!("== Summary: targets (ratio = median weft / median peer) ==");
+    println!("== Summary: targets (ratio = median of per-round weft/peer ratios; medians shown) ==");
     for v in &verdicts {
         let goal = match v.goal {
             Goal::AtMost(x) => format!("<= {x:.2}x"),
             Goal::AtLeast(x) => format!(">= {x:.2}x"),
         };
         println!(
-            "   {:<3} {:<27} weft {} vs {} {}: {:>5.2}x (target {goal})  {}",
+            "   {:<3} {:<27} weft {} vs {} {}: {:>5.2}x [{:.2}x] (target {goal})  {}",
             v.id,
             v.what,
             fmt_value(v.weft_v, v.unit).trim(),
             v.peer,
             fmt_value(v.peer_v, v.unit).trim(),
             v.ratio,
+            v.ratio_of_medians,
             if v.pass() { "PASS" } else { "MISS" }
         );
-        let _ = v.weft;
     }
     let pp: Vec<&Verdict> = verdicts.iter().filter(|v| v.id.starts_with('3')).collect();
     if !pp.is_empty() {
