@@ -221,6 +221,11 @@ impl<L: CondLock<W = W>, W: Word> Condition<L, W> {
                 // sees NOTIFIED by itself.
                 if !(mutex.mark_contended() && node.requeue_one(NOTIFIED, mutex.word())) {
                     node.wake(1);
+                } else if !mutex.contended() {
+                    // A Lock has no owner: another thread may have released it between
+                    // mark_contended and the requeue, and then nobody would wake the moved
+                    // waiter. Wake one sleeper of the lock (a spurious wake-up is harmless).
+                    mutex.word().wake(1);
                 }
             }
         });

@@ -113,6 +113,11 @@ impl<W: Word> Lock<W> {
         }
     }
 
+    /// True while the word is CONTENDED (the next release wakes a sleeper).
+    pub(crate) fn contended(&self) -> bool {
+        self.state.load(Acquire) == CONTENDED
+    }
+
     /// The futex word, for requeueing condition waiters onto it.
     pub(crate) fn word(&self) -> &W {
         &self.state
