@@ -65,22 +65,29 @@ pub trait Word: Send + Sync {
     fn requeue_one(&self, expected: u32, to: &Self) -> bool;
 }
 
-/// A futex word in process-private memory.
+/// A futex word. `PRIVATE` selects process-private futex operations (faster; the word must
+/// not be shared with other processes) or process-shared ones (the word may live in memory
+/// mapped by several processes). Use the aliases [`PrivateWord`] and [`SharedWord`].
 #[repr(transparent)]
 #[derive(Debug, Default)]
-pub struct PrivateWord(AtomicU32);
+pub struct FutexWord<const PRIVATE: bool>(AtomicU32);
 
-impl PrivateWord {
+/// A futex word in process-private memory.
+pub type PrivateWord = FutexWord<true>;
+/// A futex word that may live in memory shared between processes.
+pub type SharedWord = FutexWord<false>;
+
+impl<const PRIVATE: bool> FutexWord<PRIVATE> {
     /// A word holding `v`, usable in `static` initialisers.
     pub const fn new_const(v: u32) -> Self {
-        PrivateWord(AtomicU32::new(v))
+        FutexWord(AtomicU32::new(v))
     }
 }
 
-impl Word for PrivateWord {
+impl<const PRIVATE: bool> Word for FutexWord<PRIVATE> {
     #[inline]
     fn new(v: u32) -> Self {
-        PrivateWord(AtomicU32::new(v))
+        FutexWord(AtomicU32::new(v))
     }
     #[inline]
     fn load(&self, order: Ordering) -> u32 {
@@ -107,25 +114,18 @@ impl Word for PrivateWord {
         self.0.fetch_sub(v, order)
     }
     fn wait(&self, expected: u32, deadline: Deadline, interrupt: Interrupt) -> Wait {
-        wait_on(&self.0, expected, deadline, interrupt, true)
+        wait_on(&self.0, expected, deadline, interrupt, PRIVATE)
     }
     #[inline]
     fn wake(&self, n: u32) {
-        wake_on(&self.0, n, true)
+        wake_on(&self.0, n, PRIVATE)
     }
     fn requeue_one(&self, expected: u32, to: &Self) -> bool {
+        let op = FUTEX_CMP_REQUEUE | if PRIVATE { FUTEX_PRIVATE_FLAG } else { 0 };
         // SAFETY: both addresses are live, aligned AtomicU32s; FUTEX_CMP_REQUEUE wakes 0 and
         // moves at most 1 waiter (the count travels in the timeout argument's slot).
         let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.0.as_ptr(),
-                FUTEX_CMP_REQUEUE | FUTEX_PRIVATE_FLAG,
-                0,
-                1usize as *const libc::timespec,
-                to.0.as_ptr(),
-                expected,
-            )
+            libc::syscall(libc::SYS_futex, self.0.as_ptr(), op, 0, 1usize as *const libc::timespec, to.0.as_ptr(), expected)
         };
         r >= 0 || errno() == libc::EAGAIN
     }
@@ -310,6 +310,57 @@ mod tests {
         w.store(1, Ordering::Release);
         w.wake(1);
         t.join().unwrap();
+    }
+
+    /// A Lock and an Event on shared words in a MAP_SHARED mapping work across fork.
+    #[test]
+    fn shared_words_work_across_processes() {
+        use crate::sync::{Event, Lock};
+        #[repr(C)]
+        struct Shared {
+            lock: Lock<SharedWord>,
+            ready: Event<SharedWord>,
+            counter: u64,
+        }
+        const N: u64 = 20_000;
+        // SAFETY: an anonymous shared mapping of the struct's size; checked below.
+        let p = unsafe {
+            libc::mmap(ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let sh = p as *mut Shared;
+        // SAFETY: the mapping is fresh, aligned and large enough; written once before sharing.
+        unsafe { sh.write(Shared { lock: Lock::new(), ready: Event::new(), counter: 0 }) };
+        // SAFETY: the mapping stays valid in both processes until munmap below.
+        let s = unsafe { &*sh };
+        let add = || {
+            for _ in 0..N {
+                s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+                // SAFETY: the counter is only touched under the shared lock.
+                unsafe { *std::ptr::addr_of_mut!((*sh).counter) += 1 };
+                s.lock.release().unwrap();
+            }
+        };
+        // SAFETY: the child only runs the loop above and _exit()s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            s.ready.wait(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+            add();
+            // SAFETY: leave the child without running the test harness's teardown.
+            unsafe { libc::_exit(0) };
+        }
+        s.ready.set();
+        add();
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // SAFETY: the child has exited; no concurrent access.
+        assert_eq!(unsafe { std::ptr::addr_of!((*sh).counter).read() }, 2 * N);
+        // SAFETY: unmaps the mapping made above; `s` is not used afterwards.
+        unsafe { libc::munmap(p, std::mem::size_of::<Shared>()) };
     }
 
     #[test]
