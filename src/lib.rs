@@ -6,12 +6,14 @@
 //! - [`time`]: timeouts to monotonic deadlines
 //! - [`futex`]: the one place that waits and wakes
 //! - [`sync`]: Lock, RLock, Semaphore, Event, Condition, Barrier
+//! - [`space`]: shared-memory spaces (so far: segments, anonymous memfd or named /dev/shm)
 //! - [`thread`]: threads, names, daemon flag, thread-locals, cancellation, failure hook
 //! - [`call`]: the context a task receives
 //! - `capi`: every `extern "C"` function
 
 pub mod call;
 pub mod futex;
+pub mod space;
 pub mod status;
 pub mod sync;
 pub mod thread;
