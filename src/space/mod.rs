@@ -12,6 +12,8 @@
 
 mod name;
 mod segment;
+pub mod liveness;
 
 pub use name::validate_name;
 pub use segment::Segment;
+pub use liveness::Identity;
