@@ -215,17 +215,36 @@ fn own(id: u32, what: &str) -> Result<Identity> {
     }
 }
 
-/// Per-thread cache: (pid when computed, process identity, thread identity). Keyed by pid so
-/// that the copy a forked child inherits is recomputed (the child has a new pid and tid).
+/// Per-thread cache: (fork generation when computed, process identity, thread identity).
+/// Keyed by the fork generation, which a `pthread_atfork` child handler bumps, so that the copy
+/// a forked child inherits is recomputed (the child has a new pid and tid) without a `getpid`
+/// system call on every lookup.
 #[derive(Clone, Copy)]
 struct Cached {
-    pid: u32,
+    generation: u32,
     process: Option<Identity>,
     thread: Option<Identity>,
 }
 
 thread_local! {
-    static CACHE: Cell<Cached> = const { Cell::new(Cached { pid: 0, process: None, thread: None }) };
+    static CACHE: Cell<Cached> = const { Cell::new(Cached { generation: 0, process: None, thread: None }) };
+}
+
+/// Bumped in every forked child.
+static FORK_GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+extern "C" fn after_fork_child() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current fork generation (never 0, so a zeroed cache never matches).
+fn generation() -> u32 {
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        // SAFETY: registers a plain extern "C" function that lives as long as the library.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    });
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed) | 1 << 31
 }
 
 /// Looks up (or computes and caches) one of the calling thread's identities.
@@ -234,11 +253,11 @@ fn cached(
     set: fn(&mut Cached, Identity),
     compute: impl FnOnce() -> Result<Identity>,
 ) -> Result<Identity> {
-    let pid = getpid();
+    let gen = generation();
     // try_with: during thread teardown the slot may be gone; then compute without caching.
     let hit = CACHE.try_with(|c| {
         let v = c.get();
-        if v.pid == pid { get(&v) } else { None }
+        if v.generation == gen { get(&v) } else { None }
     });
     if let Ok(Some(who)) = hit {
         return Ok(who);
@@ -246,8 +265,8 @@ fn cached(
     let who = compute()?;
     let _ = CACHE.try_with(|c| {
         let mut v = c.get();
-        if v.pid != pid {
-            v = Cached { pid, process: None, thread: None };
+        if v.generation != gen {
+            v = Cached { generation: gen, process: None, thread: None };
         }
         set(&mut v, who);
         c.set(v);

@@ -10,6 +10,7 @@ pub mod condition;
 pub mod event;
 pub mod lock;
 pub mod rlock;
+pub mod robust;
 pub mod semaphore;
 
 #[cfg(test)]
@@ -20,4 +21,5 @@ pub use condition::{CondLock, Condition};
 pub use event::Event;
 pub use lock::Lock;
 pub use rlock::RLock;
+pub use robust::RobustLock;
 pub use semaphore::Semaphore;

@@ -1,0 +1,358 @@
+//! RobustLock: the lock for shared memory, which survives the death of its holder.
+//!
+//! Python's `multiprocessing.Lock` deadlocks everyone when its holder is killed. This lock
+//! records who holds it — the holder's kernel thread id in the futex word, its start time next
+//! to it — so a waiter can tell a slow holder from a dead one, even after the id was reused
+//! (see `space::liveness`). Waiters sleep in slices of [`CHECK_SLICE_NS`]; after each slice
+//! they check the holder. When it is dead, one waiter takes the lock over and gets
+//! `WEFT_OWNER_DEAD`: it now holds the lock, the data it protects may be half-updated, and it
+//! must call [`RobustLock::mark_consistent`] once it has repaired them. Releasing without doing
+//! so makes the lock permanently unusable: every later acquire returns
+//! `WEFT_NOT_RECOVERABLE` (POSIX robust mutex semantics).
+//!
+//! The word is 0 when free, else `holder tid | WAITERS`. A release clears the start time before
+//! it clears the word, so a waiter never pairs a new holder's tid with an old start time; a
+//! holder that dies between taking the word and storing its start time is judged by its tid
+//! alone. Like Python's Lock it has no owner for release: any thread may release it.
+
+use crate::futex::{Interrupt, SharedWord, Wait, Word};
+use crate::space::liveness::{self, Identity};
+use crate::status::{Error, Result, WEFT_INVALID_STATE, WEFT_NOT_RECOVERABLE, WEFT_OWNER_DEAD};
+use crate::time::Deadline;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+/// Bit of the word set while threads may sleep on it.
+const WAITERS: u32 = 1 << 31;
+/// The holder's tid in the word.
+const TID_MASK: u32 = !WAITERS;
+/// How long a waiter sleeps before it checks whether the holder is still alive.
+pub(crate) const CHECK_SLICE_NS: u64 = 50_000_000;
+
+const CONSISTENT: u32 = 0;
+/// Taken over from a dead holder; not yet marked consistent.
+const INCONSISTENT: u32 = 1;
+/// Released while inconsistent: unusable for good.
+const NOT_RECOVERABLE: u32 = 2;
+
+/// A lock that reports the death of its holder. Thread-safe and process-safe when it lives in
+/// shared memory (`W = SharedWord`). `#[repr(C)]`, no pointers: it may be placed in a
+/// shared mapping and used by every process that maps it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RobustLock<W: Word = SharedWord> {
+    word: W,
+    state: W,
+    holder_start: AtomicU64,
+}
+
+impl<W: Word> Default for RobustLock<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W: Word> RobustLock<W> {
+    /// A free, consistent lock.
+    pub fn new() -> Self {
+        RobustLock { word: W::new(0), state: W::new(CONSISTENT), holder_start: AtomicU64::new(0) }
+    }
+
+    fn not_recoverable() -> Error {
+        Error::new(WEFT_NOT_RECOVERABLE, "the lock's holder died and its state was never marked consistent")
+    }
+
+    /// Acquires. Errors: `WEFT_OWNER_DEAD` (acquired — the previous holder died holding it),
+    /// `WEFT_NOT_RECOVERABLE`, `WEFT_WOULD_BLOCK` (deadline now), `WEFT_TIMEOUT`,
+    /// `WEFT_CANCELLED`, or an error reading the caller's own identity.
+    pub fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
+        if self.state.load(Acquire) == NOT_RECOVERABLE {
+            return Err(Self::not_recoverable());
+        }
+        let me = liveness::current_thread()?;
+        let mut extra = 0; // WAITERS once we have slept: others may still sleep.
+        loop {
+            let w = self.word.load(Relaxed);
+            if w == 0 {
+                if self.word.compare_exchange(0, me.id | extra, Acquire, Relaxed).is_ok() {
+                    self.holder_start.store(me.start_time, Release);
+                    return self.after_acquire();
+                }
+                continue;
+            }
+            if deadline == Deadline::Now {
+                return Err(Error::would_block("lock is held"));
+            }
+            if w & WAITERS == 0 && self.word.compare_exchange(w, w | WAITERS, Relaxed, Relaxed).is_err() {
+                continue;
+            }
+            extra = WAITERS;
+            let slice = Deadline::from_timeout_ns(CHECK_SLICE_NS);
+            let (until, is_slice) = match (deadline, slice) {
+                (Deadline::At(a), Deadline::At(b)) if a <= b => (deadline, false),
+                _ => (slice, true),
+            };
+            match self.word.wait(w | WAITERS, until, interrupt) {
+                Wait::Woken => {}
+                Wait::Cancelled => return Err(Error::cancelled()),
+                Wait::TimedOut => {
+                    if self.take_over_if_dead(w | WAITERS, &me)? {
+                        return Err(Error::new(WEFT_OWNER_DEAD, "the lock's previous holder died holding it; it is now held by the caller and must be marked consistent"));
+                    }
+                    if !is_slice {
+                        return Err(Error::timeout("timed out acquiring the lock"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_acquire(&self) -> Result<()> {
+        match self.state.load(Acquire) {
+            CONSISTENT => Ok(()),
+            NOT_RECOVERABLE => {
+                // Made unrecoverable while we raced for it: give it back.
+                let _ = self.release();
+                Err(Self::not_recoverable())
+            }
+            _ => Err(Error::new(WEFT_OWNER_DEAD, "the lock was taken over from a dead holder and never marked consistent")),
+        }
+    }
+
+    /// Takes the lock over when the holder recorded in `seen` is dead. True when taken.
+    fn take_over_if_dead(&self, seen: u32, me: &Identity) -> Result<bool> {
+        let tid = seen & TID_MASK;
+        if tid == 0 || self.word.load(Relaxed) != seen {
+            return Ok(false);
+        }
+        let start = self.holder_start.load(Acquire);
+        let alive = if start == 0 {
+            // The holder died (or is) between taking the word and recording its start time.
+            liveness::of(tid)?.is_some_and(|id| liveness::is_alive(&id))
+        } else {
+            liveness::is_alive(&Identity { id: tid, start_time: start })
+        };
+        if alive {
+            return Ok(false);
+        }
+        if self.word.compare_exchange(seen, me.id | WAITERS, AcqRel, Relaxed).is_err() {
+            return Ok(false);
+        }
+        self.holder_start.store(me.start_time, Release);
+        let _ = self.state.compare_exchange(CONSISTENT, INCONSISTENT, AcqRel, Relaxed);
+        Ok(true)
+    }
+
+    /// Marks the protected state repaired after `WEFT_OWNER_DEAD`. Error: `WEFT_INVALID_STATE`
+    /// when the lock is not held or not in that state.
+    pub fn mark_consistent(&self) -> Result<()> {
+        if self.word.load(Relaxed) == 0 {
+            return Err(Error::new(WEFT_INVALID_STATE, "mark_consistent on an unlocked lock"));
+        }
+        self.state
+            .compare_exchange(INCONSISTENT, CONSISTENT, AcqRel, Relaxed)
+            .map(|_| ())
+            .map_err(|_| Error::new(WEFT_INVALID_STATE, "the lock is not waiting to be marked consistent"))
+    }
+
+    /// Releases (any thread may). Releasing a lock taken over from a dead holder without
+    /// marking it consistent makes it not recoverable. Error: `WEFT_INVALID_STATE` when the
+    /// lock is not locked.
+    pub fn release(&self) -> Result<()> {
+        let wake_all = self.state.compare_exchange(INCONSISTENT, NOT_RECOVERABLE, AcqRel, Acquire).is_ok();
+        self.holder_start.store(0, Release);
+        let prev = self.word.swap(0, Release);
+        if prev == 0 {
+            return Err(Error::new(WEFT_INVALID_STATE, "release of an unlocked lock"));
+        }
+        if wake_all {
+            self.word.wake(u32::MAX);
+        } else if prev & WAITERS != 0 {
+            self.word.wake(1);
+        }
+        Ok(())
+    }
+
+    /// True while some thread holds the lock.
+    pub fn locked(&self) -> bool {
+        self.word.load(Relaxed) != 0
+    }
+
+    /// The kernel thread id of the holder (0 when free).
+    pub fn holder(&self) -> u32 {
+        self.word.load(Relaxed) & TID_MASK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::WEFT_TIMEOUT;
+    use std::ptr;
+
+    /// A RobustLock and a counter in an anonymous shared mapping.
+    struct Mapped {
+        p: *mut libc::c_void,
+    }
+
+    #[repr(C)]
+    struct Shared {
+        lock: RobustLock,
+        counter: u64,
+    }
+
+    impl Mapped {
+        fn new() -> Mapped {
+            // SAFETY: an anonymous shared mapping of the struct's size; checked below.
+            let p = unsafe {
+                libc::mmap(ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: fresh, aligned, large enough; written before any sharing.
+            unsafe { (p as *mut Shared).write(Shared { lock: RobustLock::new(), counter: 0 }) };
+            Mapped { p }
+        }
+        fn get(&self) -> &Shared {
+            // SAFETY: the mapping lives as long as `self`.
+            unsafe { &*(self.p as *const Shared) }
+        }
+        fn counter(&self) -> *mut u64 {
+            // SAFETY: in bounds of the mapping.
+            unsafe { ptr::addr_of_mut!((*(self.p as *mut Shared)).counter) }
+        }
+    }
+
+    impl Drop for Mapped {
+        fn drop(&mut self) {
+            // SAFETY: unmaps what `new` mapped; no reference outlives `self`.
+            unsafe { libc::munmap(self.p, std::mem::size_of::<Shared>()) };
+        }
+    }
+
+    /// Forks a child that runs `f` then `_exit(0)`s; returns its pid.
+    fn fork_child(f: impl FnOnce()) -> libc::pid_t {
+        // SAFETY: the child runs only `f` (no allocation-sensitive locks are held by it) and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            f();
+            // SAFETY: ends the child without running the harness's teardown.
+            unsafe { libc::_exit(0) };
+        }
+        pid
+    }
+
+    fn wait_exit(pid: libc::pid_t) -> i32 {
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    #[test]
+    fn mutual_exclusion_across_processes() {
+        let m = Mapped::new();
+        let s = m.get();
+        let add = || {
+            for _ in 0..20_000 {
+                s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+                // SAFETY: the counter is only touched under the lock.
+                unsafe { *m.counter() += 1 };
+                s.lock.release().unwrap();
+            }
+        };
+        let pid = fork_child(add);
+        add();
+        let st = wait_exit(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+        // SAFETY: the child is gone.
+        assert_eq!(unsafe { *m.counter() }, 40_000);
+        assert!(!s.lock.locked());
+    }
+
+    #[test]
+    fn holder_killed_gives_owner_dead_then_recovery() {
+        let m = Mapped::new();
+        let s = m.get();
+        let pid = fork_child(|| {
+            s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+            // SAFETY: the child kills itself while holding the lock.
+            unsafe { libc::raise(libc::SIGKILL) };
+        });
+        let st = wait_exit(pid);
+        assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL);
+        assert!(s.lock.locked());
+        let e = s.lock.acquire(Deadline::from_timeout_ns(5_000_000_000), Interrupt::Uninterruptible).unwrap_err();
+        assert_eq!(e.code, WEFT_OWNER_DEAD);
+        assert_eq!(s.lock.holder(), liveness::current_thread().unwrap().id);
+        s.lock.mark_consistent().unwrap();
+        s.lock.release().unwrap();
+        s.lock.acquire(Deadline::Now, Interrupt::Uninterruptible).unwrap();
+        s.lock.release().unwrap();
+    }
+
+    #[test]
+    fn release_without_mark_consistent_is_not_recoverable() {
+        let m = Mapped::new();
+        let s = m.get();
+        let pid = fork_child(|| {
+            s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+            // SAFETY: as above.
+            unsafe { libc::raise(libc::SIGKILL) };
+        });
+        wait_exit(pid);
+        let e = s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap_err();
+        assert_eq!(e.code, WEFT_OWNER_DEAD);
+        s.lock.release().unwrap();
+        for _ in 0..2 {
+            let e = s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap_err();
+            assert_eq!(e.code, WEFT_NOT_RECOVERABLE);
+        }
+    }
+
+    #[test]
+    fn live_slow_holder_is_not_taken_over() {
+        let m = Mapped::new();
+        let s = m.get();
+        s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+        let pid = fork_child(|| {
+            let r = s.lock.acquire(Deadline::from_timeout_ns(3 * CHECK_SLICE_NS), Interrupt::Uninterruptible);
+            // SAFETY: reports the outcome through the exit code.
+            unsafe { libc::_exit(if r.is_err_and(|e| e.code == WEFT_TIMEOUT) { 0 } else { 1 }) };
+        });
+        let st = wait_exit(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "the waiter must time out, not take over");
+        s.lock.release().unwrap();
+    }
+
+    #[test]
+    fn waiter_blocked_when_holder_dies_takes_over() {
+        let m = Mapped::new();
+        let s = m.get();
+        // Child 1 takes the lock and sleeps; the parent waits in acquire; child 1 is killed.
+        let holder = fork_child(|| {
+            s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+            // SAFETY: sleeps until killed.
+            loop {
+                unsafe { libc::pause() };
+            }
+        });
+        while !s.lock.locked() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(holder, libc::SIGKILL) };
+        });
+        let e = s.lock.acquire(Deadline::from_timeout_ns(10_000_000_000), Interrupt::Uninterruptible).unwrap_err();
+        assert_eq!(e.code, WEFT_OWNER_DEAD);
+        killer.join().unwrap();
+        wait_exit(holder);
+        s.lock.mark_consistent().unwrap();
+        s.lock.release().unwrap();
+        assert!(!s.lock.locked());
+    }
+}
