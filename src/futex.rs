@@ -353,9 +353,7 @@ mod tests {
         }
         s.ready.set();
         add();
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let status = crate::test_support::wait_child(pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         // SAFETY: the child has exited; no concurrent access.
         assert_eq!(unsafe { std::ptr::addr_of!((*sh).counter).read() }, 2 * N);

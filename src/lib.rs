@@ -20,3 +20,6 @@ pub mod thread;
 pub mod time;
 
 pub mod capi;
+
+#[cfg(test)]
+mod test_support;

@@ -237,13 +237,19 @@ extern "C" fn after_fork_child() {
     FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The current fork generation (never 0, so a zeroed cache never matches).
+/// Installs the fork handler when the library is loaded: registering it lazily could leave a
+/// forked child stuck on a half-run `Once` copied from another thread.
+#[used]
+#[link_section = ".init_array"]
+static INSTALL_AT_LOAD: extern "C" fn() = install_at_load;
+
+extern "C" fn install_at_load() {
+    // SAFETY: registers a plain extern "C" function that lives as long as the library.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+}
+
+/// The current fork generation (bit 31 set, so a zeroed cache never matches).
 fn generation() -> u32 {
-    static HANDLER: std::sync::Once = std::sync::Once::new();
-    HANDLER.call_once(|| {
-        // SAFETY: registers a plain extern "C" function that lives as long as the library.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
-    });
     FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed) | 1 << 31
 }
 

@@ -21,5 +21,5 @@ pub use condition::{CondLock, Condition};
 pub use event::Event;
 pub use lock::Lock;
 pub use rlock::RLock;
-pub use robust::RobustLock;
+pub use robust::{RobustLock, RobustRLock};
 pub use semaphore::Semaphore;

@@ -245,10 +245,7 @@ mod tests {
     }
 
     fn wait_exit(pid: libc::pid_t) -> i32 {
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        status
+        crate::test_support::wait_child(pid)
     }
 
     #[test]
@@ -354,5 +351,129 @@ mod tests {
         s.lock.mark_consistent().unwrap();
         s.lock.release().unwrap();
         assert!(!s.lock.locked());
+    }
+}
+
+/// The re-entrant lock for shared memory: a [`RobustLock`] whose holder may take it again.
+/// The holder recorded in the robust word is the owner; the depth is only touched by it. When
+/// the owner dies — at any depth — the next acquirer gets `WEFT_OWNER_DEAD` and holds the lock
+/// at depth 1. `#[repr(C)]`, no pointers: it may live in shared memory.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RobustRLock<W: Word = SharedWord> {
+    lock: RobustLock<W>,
+    depth: W,
+}
+
+impl<W: Word> Default for RobustRLock<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W: Word> RobustRLock<W> {
+    /// A free re-entrant lock.
+    pub fn new() -> Self {
+        RobustRLock { lock: RobustLock::new(), depth: W::new(0) }
+    }
+
+    /// True when the calling thread owns the lock.
+    pub fn is_owned(&self) -> bool {
+        liveness::current_thread().is_ok_and(|me| self.lock.holder() == me.id)
+    }
+
+    /// Acquires, or adds a level when the caller owns it. Errors: as [`RobustLock::acquire`]
+    /// (with `WEFT_OWNER_DEAD` the caller holds the lock at depth 1), and
+    /// `WEFT_INVALID_ARGUMENT` when the depth would overflow.
+    pub fn acquire(&self, deadline: Deadline, interrupt: Interrupt) -> Result<()> {
+        if self.is_owned() {
+            let d = self.depth.load(Relaxed);
+            if d == u32::MAX {
+                return Err(Error::invalid("rlock recursion depth overflow"));
+            }
+            self.depth.store(d + 1, Relaxed);
+            return Ok(());
+        }
+        let r = self.lock.acquire(deadline, interrupt);
+        if r.is_ok() || r.as_ref().is_err_and(|e| e.code == WEFT_OWNER_DEAD) {
+            self.depth.store(1, Relaxed);
+        }
+        r
+    }
+
+    /// Releases one level. Error: `WEFT_NOT_OWNER` when the caller does not own the lock.
+    pub fn release(&self) -> Result<()> {
+        if !self.is_owned() {
+            return Err(Error::new(crate::status::WEFT_NOT_OWNER, "cannot release un-acquired rlock"));
+        }
+        let d = self.depth.load(Relaxed) - 1;
+        self.depth.store(d, Relaxed);
+        if d == 0 {
+            self.lock.release()?;
+        }
+        Ok(())
+    }
+
+    /// Marks the protected state repaired after `WEFT_OWNER_DEAD` (see [`RobustLock`]).
+    pub fn mark_consistent(&self) -> Result<()> {
+        if !self.is_owned() {
+            return Err(Error::new(crate::status::WEFT_NOT_OWNER, "only the owner may mark the rlock consistent"));
+        }
+        self.lock.mark_consistent()
+    }
+
+    /// Levels the calling thread holds (0 when it does not own the lock).
+    pub fn depth(&self) -> u32 {
+        if self.is_owned() {
+            self.depth.load(Relaxed)
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod rlock_tests {
+    use super::*;
+    use crate::status::WEFT_NOT_OWNER;
+
+    #[test]
+    fn owner_killed_at_depth_3_gives_owner_dead_at_depth_1() {
+        // SAFETY: an anonymous shared mapping big enough for the lock; checked below.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), std::mem::size_of::<RobustRLock>(), libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: fresh, aligned and large enough; written before the fork.
+        unsafe { (p as *mut RobustRLock).write(RobustRLock::new()) };
+        // SAFETY: valid until munmap at the end.
+        let l = unsafe { &*(p as *const RobustRLock) };
+        // SAFETY: the child only takes the lock three times and kills itself.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            for _ in 0..3 {
+                l.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
+            }
+            // SAFETY: dies holding the lock at depth 3.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+        let status = crate::test_support::wait_child(pid);
+        assert!(libc::WIFSIGNALED(status));
+        assert_eq!(l.release().unwrap_err().code, WEFT_NOT_OWNER);
+        let e = l.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap_err();
+        assert_eq!(e.code, WEFT_OWNER_DEAD);
+        assert_eq!(l.depth(), 1);
+        l.acquire(Deadline::Now, Interrupt::Uninterruptible).unwrap();
+        assert_eq!(l.depth(), 2);
+        l.mark_consistent().unwrap();
+        l.release().unwrap();
+        l.release().unwrap();
+        assert_eq!(l.depth(), 0);
+        l.acquire(Deadline::Now, Interrupt::Uninterruptible).unwrap();
+        l.release().unwrap();
+        // SAFETY: unmaps the mapping; `l` is not used afterwards.
+        unsafe { libc::munmap(p, std::mem::size_of::<RobustRLock>()) };
     }
 }
