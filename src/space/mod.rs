@@ -12,6 +12,7 @@
 
 mod name;
 mod segment;
+pub mod layout;
 pub mod liveness;
 
 pub use name::validate_name;
