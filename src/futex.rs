@@ -254,11 +254,7 @@ pub(crate) fn wait_on(word: &AtomicU32, expected: u32, deadline: Deadline, inter
 }
 
 fn sliced_wait(word: &AtomicU32, expected: u32, deadline: Deadline, private: bool) -> Wait {
-    let slice = Deadline::from_timeout_ns(FALLBACK_SLICE_NS);
-    let (d, is_slice) = match (deadline, slice) {
-        (Deadline::At(a), Deadline::At(b)) if a <= b => (deadline, false),
-        _ => (slice, true),
-    };
+    let (d, is_slice) = deadline.capped(FALLBACK_SLICE_NS);
     match futex_wait_plain(word, expected, d, private) {
         Wait::TimedOut if is_slice => Wait::Woken,
         w => w,
@@ -316,6 +312,7 @@ mod tests {
     #[test]
     fn shared_words_work_across_processes() {
         use crate::sync::{Event, Lock};
+        use crate::test_support::{fork_child, wait_child, SharedMap};
         #[repr(C)]
         struct Shared {
             lock: Lock<SharedWord>,
@@ -323,17 +320,8 @@ mod tests {
             counter: u64,
         }
         const N: u64 = 20_000;
-        // SAFETY: an anonymous shared mapping of the struct's size; checked below.
-        let p = unsafe {
-            libc::mmap(ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        let sh = p as *mut Shared;
-        // SAFETY: the mapping is fresh, aligned and large enough; written once before sharing.
-        unsafe { sh.write(Shared { lock: Lock::new(), ready: Event::new(), counter: 0 }) };
-        // SAFETY: the mapping stays valid in both processes until munmap below.
-        let s = unsafe { &*sh };
+        let m = SharedMap::new(Shared { lock: Lock::new(), ready: Event::new(), counter: 0 });
+        let (s, sh) = (m.get(), m.as_ptr());
         let add = || {
             for _ in 0..N {
                 s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
@@ -342,23 +330,17 @@ mod tests {
                 s.lock.release().unwrap();
             }
         };
-        // SAFETY: the child only runs the loop above and _exit()s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
+        let pid = fork_child(|| {
             s.ready.wait(Deadline::Never, Interrupt::Uninterruptible).unwrap();
             add();
-            // SAFETY: leave the child without running the test harness's teardown.
-            unsafe { libc::_exit(0) };
-        }
+            true
+        });
         s.ready.set();
         add();
-        let status = crate::test_support::wait_child(pid);
+        let status = wait_child(pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         // SAFETY: the child has exited; no concurrent access.
         assert_eq!(unsafe { std::ptr::addr_of!((*sh).counter).read() }, 2 * N);
-        // SAFETY: unmaps the mapping made above; `s` is not used afterwards.
-        unsafe { libc::munmap(p, std::mem::size_of::<Shared>()) };
     }
 
     #[test]

@@ -60,6 +60,16 @@ impl Deadline {
         }
     }
 
+    /// This deadline or one `slice_ns` from now, whichever comes first, and whether the slice
+    /// won (for waits that wake up periodically to re-check something).
+    pub fn capped(&self, slice_ns: u64) -> (Deadline, bool) {
+        let slice = Deadline::from_timeout_ns(slice_ns);
+        match (*self, slice) {
+            (Deadline::At(a), Deadline::At(b)) if a <= b => (*self, false),
+            _ => (slice, true),
+        }
+    }
+
     /// Absolute `timespec` for the kernel, `None` for never.
     pub fn as_timespec(&self) -> Option<libc::timespec> {
         let at = match *self {

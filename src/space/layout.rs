@@ -651,24 +651,12 @@ impl Space {
 mod tests {
     use super::*;
     use crate::status::{WEFT_INVALID_ARGUMENT, WEFT_NOT_RECOVERABLE};
+    use crate::test_support::fork_child;
 
     const SIZE: usize = 64 * 1024;
 
     fn new_space() -> Space {
         Space::format(Segment::anonymous(SIZE).unwrap()).unwrap()
-    }
-
-    fn fork_child(f: impl FnOnce() -> bool) -> libc::pid_t {
-        // SAFETY: the child runs only `f` and leaves with _exit, without unwinding into the
-        // test harness.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
-            // SAFETY: ends the child at once.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-        }
-        pid
     }
 
     fn exited_ok(status: i32) -> bool {

@@ -87,11 +87,7 @@ impl<W: Word> RobustLock<W> {
                 continue;
             }
             extra = WAITERS;
-            let slice = Deadline::from_timeout_ns(CHECK_SLICE_NS);
-            let (until, is_slice) = match (deadline, slice) {
-                (Deadline::At(a), Deadline::At(b)) if a <= b => (deadline, false),
-                _ => (slice, true),
-            };
+            let (until, is_slice) = deadline.capped(CHECK_SLICE_NS);
             match self.word.wait(w | WAITERS, until, interrupt) {
                 Wait::Woken => {}
                 Wait::Cancelled => return Err(Error::cancelled()),
@@ -188,12 +184,8 @@ impl<W: Word> RobustLock<W> {
 mod tests {
     use super::*;
     use crate::status::WEFT_TIMEOUT;
+    use crate::test_support::{fork_child, wait_child as wait_exit, SharedMap};
     use std::ptr;
-
-    /// A RobustLock and a counter in an anonymous shared mapping.
-    struct Mapped {
-        p: *mut libc::c_void,
-    }
 
     #[repr(C)]
     struct Shared {
@@ -201,82 +193,49 @@ mod tests {
         counter: u64,
     }
 
-    impl Mapped {
-        fn new() -> Mapped {
-            // SAFETY: an anonymous shared mapping of the struct's size; checked below.
-            let p = unsafe {
-                libc::mmap(ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-            };
-            assert_ne!(p, libc::MAP_FAILED);
-            // SAFETY: fresh, aligned, large enough; written before any sharing.
-            unsafe { (p as *mut Shared).write(Shared { lock: RobustLock::new(), counter: 0 }) };
-            Mapped { p }
-        }
-        fn get(&self) -> &Shared {
-            // SAFETY: the mapping lives as long as `self`.
-            unsafe { &*(self.p as *const Shared) }
-        }
-        fn counter(&self) -> *mut u64 {
-            // SAFETY: in bounds of the mapping.
-            unsafe { ptr::addr_of_mut!((*(self.p as *mut Shared)).counter) }
-        }
+    /// A RobustLock and a counter in an anonymous shared mapping.
+    fn mapped() -> SharedMap<Shared> {
+        SharedMap::new(Shared { lock: RobustLock::new(), counter: 0 })
     }
 
-    impl Drop for Mapped {
-        fn drop(&mut self) {
-            // SAFETY: unmaps what `new` mapped; no reference outlives `self`.
-            unsafe { libc::munmap(self.p, std::mem::size_of::<Shared>()) };
-        }
-    }
-
-    /// Forks a child that runs `f` then `_exit(0)`s; returns its pid.
-    fn fork_child(f: impl FnOnce()) -> libc::pid_t {
-        // SAFETY: the child runs only `f` (no allocation-sensitive locks are held by it) and
-        // leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            f();
-            // SAFETY: ends the child without running the harness's teardown.
-            unsafe { libc::_exit(0) };
-        }
-        pid
-    }
-
-    fn wait_exit(pid: libc::pid_t) -> i32 {
-        crate::test_support::wait_child(pid)
+    fn counter(m: &SharedMap<Shared>) -> *mut u64 {
+        // SAFETY: a field of the mapped value.
+        unsafe { ptr::addr_of_mut!((*m.as_ptr()).counter) }
     }
 
     #[test]
     fn mutual_exclusion_across_processes() {
-        let m = Mapped::new();
+        let m = mapped();
         let s = m.get();
         let add = || {
             for _ in 0..20_000 {
                 s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
                 // SAFETY: the counter is only touched under the lock.
-                unsafe { *m.counter() += 1 };
+                unsafe { *counter(&m) += 1 };
                 s.lock.release().unwrap();
             }
         };
-        let pid = fork_child(add);
+        let pid = fork_child(|| {
+            add();
+            true
+        });
         add();
         let st = wait_exit(pid);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
         // SAFETY: the child is gone.
-        assert_eq!(unsafe { *m.counter() }, 40_000);
+        assert_eq!(unsafe { *counter(&m) }, 40_000);
         assert!(!s.lock.locked());
     }
 
     #[test]
     fn holder_killed_gives_owner_dead_then_recovery() {
-        let m = Mapped::new();
+        let m = mapped();
         let s = m.get();
         let pid = fork_child(|| {
             s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
             // SAFETY: the child kills itself while holding the lock.
             unsafe { libc::raise(libc::SIGKILL) };
+            false
         });
         let st = wait_exit(pid);
         assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL);
@@ -292,12 +251,13 @@ mod tests {
 
     #[test]
     fn release_without_mark_consistent_is_not_recoverable() {
-        let m = Mapped::new();
+        let m = mapped();
         let s = m.get();
         let pid = fork_child(|| {
             s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
             // SAFETY: as above.
             unsafe { libc::raise(libc::SIGKILL) };
+            false
         });
         wait_exit(pid);
         let e = s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap_err();
@@ -311,13 +271,12 @@ mod tests {
 
     #[test]
     fn live_slow_holder_is_not_taken_over() {
-        let m = Mapped::new();
+        let m = mapped();
         let s = m.get();
         s.lock.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
         let pid = fork_child(|| {
             let r = s.lock.acquire(Deadline::from_timeout_ns(3 * CHECK_SLICE_NS), Interrupt::Uninterruptible);
-            // SAFETY: reports the outcome through the exit code.
-            unsafe { libc::_exit(if r.is_err_and(|e| e.code == WEFT_TIMEOUT) { 0 } else { 1 }) };
+            r.is_err_and(|e| e.code == WEFT_TIMEOUT)
         });
         let st = wait_exit(pid);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "the waiter must time out, not take over");
@@ -326,7 +285,7 @@ mod tests {
 
     #[test]
     fn waiter_blocked_when_holder_dies_takes_over() {
-        let m = Mapped::new();
+        let m = mapped();
         let s = m.get();
         // Child 1 takes the lock and sleeps; the parent waits in acquire; child 1 is killed.
         let holder = fork_child(|| {
@@ -436,29 +395,20 @@ impl<W: Word> RobustRLock<W> {
 mod rlock_tests {
     use super::*;
     use crate::status::WEFT_NOT_OWNER;
+    use crate::test_support::{fork_child, SharedMap};
 
     #[test]
     fn owner_killed_at_depth_3_gives_owner_dead_at_depth_1() {
-        // SAFETY: an anonymous shared mapping big enough for the lock; checked below.
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), std::mem::size_of::<RobustRLock>(), libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        // SAFETY: fresh, aligned and large enough; written before the fork.
-        unsafe { (p as *mut RobustRLock).write(RobustRLock::new()) };
-        // SAFETY: valid until munmap at the end.
-        let l = unsafe { &*(p as *const RobustRLock) };
-        // SAFETY: the child only takes the lock three times and kills itself.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
+        let m = SharedMap::new(RobustRLock::<SharedWord>::new());
+        let l = m.get();
+        let pid = fork_child(|| {
             for _ in 0..3 {
                 l.acquire(Deadline::Never, Interrupt::Uninterruptible).unwrap();
             }
             // SAFETY: dies holding the lock at depth 3.
             unsafe { libc::raise(libc::SIGKILL) };
-        }
+            false
+        });
         let status = crate::test_support::wait_child(pid);
         assert!(libc::WIFSIGNALED(status));
         assert_eq!(l.release().unwrap_err().code, WEFT_NOT_OWNER);
@@ -473,7 +423,5 @@ mod rlock_tests {
         assert_eq!(l.depth(), 0);
         l.acquire(Deadline::Now, Interrupt::Uninterruptible).unwrap();
         l.release().unwrap();
-        // SAFETY: unmaps the mapping; `l` is not used afterwards.
-        unsafe { libc::munmap(p, std::mem::size_of::<RobustRLock>()) };
     }
 }

@@ -28,17 +28,10 @@ from ._sync import (
     RLock,
     Semaphore,
 )
+from ._sync import __all__ as _sync_all
 
 __all__ = [
-    "Lock",
-    "RLock",
-    "Semaphore",
-    "BoundedSemaphore",
-    "Event",
-    "Condition",
-    "Barrier",
-    "BrokenBarrierError",
-    "TIMEOUT_MAX",
+    *_sync_all,
     "WeftError",
     "status_name",
     "status_str",
