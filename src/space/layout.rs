@@ -13,23 +13,30 @@
 //! | `header_size`  | u32               | size of this header in bytes                         |
 //! | `total_size`   | u64               | size of the segment in bytes                         |
 //! | `ready`        | u32               | 0 while the creator formats, 1 once usable (Release) |
-//! | reserved       | u32               | 0                                                    |
-//! | `lock`         | `RobustLock`      | guards `next`, the directory and the participants    |
-//! | `next`         | u64               | bump pointer: first free byte of the data area       |
+//! | `flags`        | u32               | bit 0: the name was unlinked by a sweep              |
+//! | `lock`         | `RobustLock`      | guards everything below                              |
+//! | `next`         | u64               | bump pointer: first never-allocated byte             |
+//! | `uid`          | u64               | random identity of the space (tokens name it)        |
+//! | `serial`       | u64               | last object serial number handed out                 |
+//! | `free`         | 34 × u64          | free-list heads, one per size class (0: empty)       |
 //! | `directory`    | 64 entries        | named objects (see below)                            |
 //! | `participants` | 64 slots          | processes using the space (see below)                |
 //!
-//! A directory entry is `in_use: u32` (0 or 1), `kind: u32` (chosen by the layer above),
-//! `offset: u64`, `size: u64` and `name: [u8; 64]` (1 to 63 bytes, NUL-padded, no NUL inside).
+//! A directory entry is `in_use: u32` (0 or 1), `kind: u32` (the object's kind), `offset: u64`
+//! (of the object's block), `size: u64` (its payload size) and `name: [u8; 64]` (1 to 63
+//! bytes, NUL-padded, no NUL inside). Objects and their 64-byte headers are described in
+//! `object.rs`.
 //! A participant slot is `in_use: u32` (0 or 1) and an [`Identity`] (`id: u32`,
 //! `start_time: u64`). The data area starts at the header's size rounded up to 64 bytes and
 //! runs to the end of the segment.
 //!
 //! # Allocation
 //!
-//! The allocator is a bump allocator: [`Space::alloc`] rounds `next` up to the requested
-//! alignment and advances it. Memory is never reused: [`Space::remove`] frees the directory
-//! entry, not the object's bytes. (A free list is left for a later version of the layout.)
+//! Blocks come in size classes of 64 × 2^k bytes (k = 0..33). [`Space::alloc`] pops the free
+//! list of the class, or else carves a fresh block at `next` aligned to its size (at most 4096);
+//! [`Space::free`] pushes the block back. A free block's first 8 bytes hold the offset of the
+//! next free block of its class. Each push or pop is one store of a list head, so a holder that
+//! dies in the middle loses at most that one block, never the list (see `alloc.rs`).
 //!
 //! # Trust and validation
 //!
@@ -61,7 +68,7 @@ use super::liveness::{self, Identity};
 use super::Segment;
 use crate::futex::Interrupt;
 use crate::status::{
-    Error, Result, WEFT_CORRUPTED, WEFT_EXISTS, WEFT_INVALID_STATE, WEFT_NOT_FOUND, WEFT_NO_MEMORY, WEFT_OWNER_DEAD,
+    Error, Result, WEFT_CORRUPTED, WEFT_INVALID_STATE, WEFT_NO_MEMORY, WEFT_OWNER_DEAD,
 };
 use crate::sync::robust::RobustLock;
 use crate::time::Deadline;
@@ -83,10 +90,14 @@ pub(crate) const NAME_CAPACITY: usize = 64;
 pub(crate) const MAX_ALIGN: u64 = 4096;
 /// Alignment of the start of the data area.
 pub(crate) const DATA_ALIGN: u64 = 64;
+/// Number of block size classes: 64 B to 512 GiB.
+pub(crate) const SIZE_CLASSES: usize = 34;
+/// Header `flags` bit: a sweep unlinked the space's name; it must not be joined any more.
+pub(crate) const FLAG_UNLINKED: u32 = 1;
 /// How long a call waits for the header's lock.
 const LOCK_TIMEOUT_NS: u64 = 10_000_000_000;
 
-const NAME_WORDS: usize = NAME_CAPACITY / 8;
+pub(super) const NAME_WORDS: usize = NAME_CAPACITY / 8;
 
 /// One named object. Filled before `in_use` is set; `in_use` cleared first on removal.
 #[repr(C)]
@@ -110,15 +121,18 @@ struct Slot {
 /// The header at offset 0. Every field is an atomic or the lock (itself atomics), so any bit
 /// pattern is a valid value and concurrent access by peers is never a data race.
 #[repr(C)]
-struct Header {
+pub(super) struct Header {
     magic: AtomicU64,
     version: AtomicU32,
     header_size: AtomicU32,
     total_size: AtomicU64,
     ready: AtomicU32,
-    reserved: AtomicU32,
-    lock: RobustLock,
-    next: AtomicU64,
+    pub(super) flags: AtomicU32,
+    pub(super) lock: RobustLock,
+    pub(super) next: AtomicU64,
+    pub(super) uid: AtomicU64,
+    pub(super) serial: AtomicU64,
+    pub(super) free: [AtomicU64; SIZE_CLASSES],
     directory: [DirEntry; DIRECTORY_CAPACITY],
     participants: [Slot; PARTICIPANT_CAPACITY],
 }
@@ -128,20 +142,36 @@ struct Header {
 const _: () = assert!(size_of::<DirEntry>() == 88);
 const _: () = assert!(size_of::<Slot>() == 16);
 const _: () = assert!(size_of::<RobustLock>() == 16);
-const _: () = assert!(size_of::<Header>() == 56 + 88 * DIRECTORY_CAPACITY + 16 * PARTICIPANT_CAPACITY);
+const _: () = assert!(size_of::<Header>() == 72 + 8 * SIZE_CLASSES + 88 * DIRECTORY_CAPACITY + 16 * PARTICIPANT_CAPACITY);
 const _: () = assert!(std::mem::align_of::<Header>() == 8);
 const _: () = assert!(std::mem::offset_of!(Header, lock) == 32 && std::mem::offset_of!(Header, next) == 48);
+const _: () = assert!(std::mem::offset_of!(Header, free) == 72);
 
-const HEADER_SIZE: u64 = size_of::<Header>() as u64;
+pub(super) const HEADER_SIZE: u64 = size_of::<Header>() as u64;
 /// First byte of the data area.
-const DATA_START: u64 = HEADER_SIZE.div_ceil(DATA_ALIGN) * DATA_ALIGN;
+pub(super) const DATA_START: u64 = HEADER_SIZE.div_ceil(DATA_ALIGN) * DATA_ALIGN;
 
-fn corrupted(message: String) -> Error {
+/// A random 64-bit identity for a new space (never 0).
+fn random_uid() -> Result<u64> {
+    let mut v = 0u64;
+    loop {
+        // SAFETY: getrandom writes at most 8 bytes into `v`, which is 8 bytes long.
+        let n = unsafe { libc::getrandom(std::ptr::addr_of_mut!(v).cast(), 8, 0) };
+        if n == 8 && v != 0 {
+            return Ok(v);
+        }
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::last_os("getrandom"));
+        }
+    }
+}
+
+pub(super) fn corrupted(message: String) -> Error {
     Error::new(WEFT_CORRUPTED, message)
 }
 
 /// Checks a caller's object name and packs it NUL-padded into words.
-fn pack_name(name: &str) -> Result<[u64; NAME_WORDS]> {
+pub(super) fn pack_name(name: &str) -> Result<[u64; NAME_WORDS]> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= NAME_CAPACITY {
         return Err(Error::invalid(format!(
@@ -179,7 +209,7 @@ fn check_stored_name(words: &[u64; NAME_WORDS]) -> std::result::Result<(), &'sta
 }
 
 /// Holds the header's lock; releases it when dropped.
-struct Guard<'a>(&'a RobustLock);
+pub(super) struct Guard<'a>(&'a RobustLock);
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
@@ -190,7 +220,7 @@ impl Drop for Guard<'_> {
 /// A formatted space: a [`Segment`] with the layout described in the module documentation.
 ///
 /// Owns its segment (get it back with [`into_segment`](Self::into_segment)). Offsets returned
-/// by [`alloc`](Self::alloc) and [`create_named`](Self::create_named) are relative to the
+/// by [`alloc`](Self::alloc) and [`create_object`](Self::create_object) are relative to the
 /// start of the segment, so they mean the same in every process, whatever address it maps the
 /// segment at; turn them into pointers with [`ptr`](Self::ptr).
 ///
@@ -201,8 +231,20 @@ pub struct Space {
     segment: Segment,
 }
 
+/// Whether `segment` holds a space whose creator finished formatting it (`ready == 1`);
+/// `false` for a segment too small to hold a header.
+pub fn is_ready(segment: &Segment) -> bool {
+    if (segment.len() as u64) <= DATA_START {
+        return false;
+    }
+    // SAFETY: the segment holds at least a header; its base is page-aligned; `ready` is an
+    // atomic read through a shared reference to an all-atomics struct.
+    let h = unsafe { &*(segment.as_ptr() as *const Header) };
+    h.ready.load(Acquire) == 1
+}
+
 impl Space {
-    fn header(&self) -> &Header {
+    pub(super) fn header(&self) -> &Header {
         // SAFETY: both constructors checked that the segment holds at least HEADER_SIZE bytes;
         // its base is page-aligned, so aligned for Header (align 8); the mapping lives as long
         // as `self.segment`, which outlives the returned borrow. Every field of Header is an
@@ -241,8 +283,11 @@ impl Space {
         h.version.store(LAYOUT_VERSION, Relaxed);
         h.header_size.store(HEADER_SIZE as u32, Relaxed);
         h.total_size.store(len, Relaxed);
-        h.reserved.store(0, Relaxed);
+        h.flags.store(0, Relaxed);
         h.next.store(DATA_START, Relaxed);
+        h.uid.store(random_uid()?, Relaxed);
+        h.serial.store(0, Relaxed);
+        h.free.iter().for_each(|f| f.store(0, Relaxed));
         for e in &h.directory {
             e.in_use.store(0, Relaxed);
             e.kind.store(0, Relaxed);
@@ -327,7 +372,7 @@ impl Space {
     }
 
     /// Takes the header's lock, recovering the state after a dead holder.
-    fn lock(&self) -> Result<Guard<'_>> {
+    pub(super) fn lock(&self) -> Result<Guard<'_>> {
         let lock = &self.header().lock;
         match lock.acquire(Deadline::from_timeout_ns(LOCK_TIMEOUT_NS), Interrupt::Uninterruptible) {
             Ok(()) => Ok(Guard(lock)),
@@ -352,12 +397,12 @@ impl Space {
         }
     }
 
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.segment.len() as u64
     }
 
     /// Reads `next` and checks it lies in the data area.
-    fn next(&self) -> Result<u64> {
+    pub(super) fn next(&self) -> Result<u64> {
         let next = self.header().next.load(Relaxed);
         if next < DATA_START || next > self.len() {
             return Err(corrupted(format!(
@@ -370,14 +415,15 @@ impl Space {
 
     /// Reads directory entry `i` (which must be in use) and checks it: (name words, kind,
     /// offset, size).
-    fn read_entry(&self, i: usize, next: u64) -> Result<([u64; NAME_WORDS], u32, u64, u64)> {
+    pub(super) fn read_entry(&self, i: usize, next: u64) -> Result<([u64; NAME_WORDS], u32, u64, u64)> {
         let e = &self.header().directory[i];
         let name: [u64; NAME_WORDS] = std::array::from_fn(|k| e.name[k].load(Relaxed));
         if let Err(why) = check_stored_name(&name) {
             return Err(corrupted(format!("space directory entry {i}: field `name` {why}")));
         }
         let (kind, offset, size) = (e.kind.load(Relaxed), e.offset.load(Relaxed), e.size.load(Relaxed));
-        if offset < DATA_START || size == 0 || offset.checked_add(size).map_or(true, |end| end > next) {
+        let end = offset.checked_add(super::object::OBJECT_HEADER).and_then(|o| o.checked_add(size));
+        if offset < DATA_START || offset % DATA_ALIGN != 0 || size == 0 || end.map_or(true, |end| end > next) {
             return Err(corrupted(format!(
                 "space directory entry {i}: fields `offset` {offset} and `size` {size} do not lie inside the \
                  allocated data area [{DATA_START}, {next})"
@@ -387,7 +433,7 @@ impl Space {
     }
 
     /// The `in_use` flag of directory entry `i`, checked to be 0 or 1.
-    fn entry_in_use(&self, i: usize) -> Result<bool> {
+    pub(super) fn entry_in_use(&self, i: usize) -> Result<bool> {
         match self.header().directory[i].in_use.load(Acquire) {
             0 => Ok(false),
             1 => Ok(true),
@@ -423,11 +469,12 @@ impl Space {
         for i in 0..PARTICIPANT_CAPACITY {
             self.slot_in_use(i)?;
         }
-        Ok(())
+        self.validate_free_lists(next)?;
+        self.validate_objects(next)
     }
 
     /// Index of the in-use entry called `name`. Lock held.
-    fn find(&self, name: &[u64; NAME_WORDS]) -> Result<Option<usize>> {
+    pub(super) fn find(&self, name: &[u64; NAME_WORDS]) -> Result<Option<usize>> {
         let next = self.next()?;
         for i in 0..DIRECTORY_CAPACITY {
             if self.entry_in_use(i)? && self.read_entry(i, next)?.0 == *name {
@@ -435,56 +482,6 @@ impl Space {
             }
         }
         Ok(None)
-    }
-
-    fn check_alloc_args(size: u64, align: u64) -> Result<()> {
-        if size == 0 {
-            return Err(Error::invalid("allocation size must be at least 1 byte"));
-        }
-        if !align.is_power_of_two() || align > MAX_ALIGN {
-            return Err(Error::invalid(format!(
-                "allocation alignment must be a power of two from 1 to {MAX_ALIGN}, got {align}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Bump allocation. Lock held, arguments checked.
-    fn alloc_locked(&self, size: u64, align: u64) -> Result<u64> {
-        let next = self.next()?;
-        let end = next
-            .checked_add(align - 1)
-            .map(|v| v & !(align - 1))
-            .and_then(|off| Some((off, off.checked_add(size)?)))
-            .filter(|&(_, end)| end <= self.len());
-        match end {
-            Some((off, end)) => {
-                self.header().next.store(end, Relaxed);
-                Ok(off)
-            }
-            None => Err(Error::new(
-                WEFT_NO_MEMORY,
-                format!(
-                    "space is full: {size} bytes aligned to {align} requested, {} bytes free",
-                    self.len() - next
-                ),
-            )),
-        }
-    }
-
-    /// Allocates `size` bytes aligned to `align` in the data area and returns their offset
-    /// from the start of the segment. The memory is never reused (bump allocator), so in a
-    /// freshly created segment it is zero-filled.
-    ///
-    /// Errors: `WEFT_INVALID_ARGUMENT` when `size` is 0 or `align` is not a power of two from
-    /// 1 to 4096; `WEFT_NO_MEMORY` ("space is full") when the data area has no room;
-    /// `WEFT_CORRUPTED` when the header was damaged; the lock's errors (`WEFT_TIMEOUT`,
-    /// `WEFT_NOT_RECOVERABLE`).
-    /// Thread safety: callable from any thread of any process using the space.
-    pub fn alloc(&self, size: u64, align: u64) -> Result<u64> {
-        Self::check_alloc_args(size, align)?;
-        let _g = self.lock()?;
-        self.alloc_locked(size, align)
     }
 
     /// A pointer to `len` bytes at `offset` of the segment, after a bounds check
@@ -498,76 +495,23 @@ impl Space {
         self.segment.slice(offset, len)
     }
 
-    /// Allocates `size` bytes aligned to `align` and records them in the directory under
-    /// `name` with the caller's `kind`; returns their offset.
-    ///
-    /// Errors: `WEFT_INVALID_ARGUMENT` for a name that is empty, longer than 63 bytes or
-    /// contains a NUL, and for bad `size`/`align` (as [`alloc`](Self::alloc));
-    /// `WEFT_EXISTS` when the name is taken; `WEFT_NO_MEMORY` when the space or the directory
-    /// (64 entries) is full; `WEFT_CORRUPTED` and the lock's errors as [`alloc`](Self::alloc).
-    /// Thread safety: callable from any thread of any process using the space.
-    pub fn create_named(&self, name: &str, kind: u32, size: u64, align: u64) -> Result<u64> {
-        let words = pack_name(name)?;
-        Self::check_alloc_args(size, align)?;
-        let _g = self.lock()?;
-        if self.find(&words)?.is_some() {
-            return Err(Error::new(WEFT_EXISTS, format!("an object named {name:?} already exists in the space")));
-        }
-        let mut free = None;
-        for i in 0..DIRECTORY_CAPACITY {
-            if !self.entry_in_use(i)? {
-                free = Some(i);
-                break;
-            }
-        }
-        let i = free.ok_or_else(|| {
-            Error::new(WEFT_NO_MEMORY, format!("the space's directory is full ({DIRECTORY_CAPACITY} named objects)"))
-        })?;
-        let offset = self.alloc_locked(size, align)?;
+    /// Fills directory entry `i` and then marks it in use (lock held).
+    pub(super) fn publish_entry(&self, i: usize, kind: u32, offset: u64, size: u64, name: &[u64; NAME_WORDS]) {
         let e = &self.header().directory[i];
         e.kind.store(kind, Relaxed);
         e.offset.store(offset, Relaxed);
         e.size.store(size, Relaxed);
-        for (w, v) in e.name.iter().zip(words) {
-            w.store(v, Relaxed);
+        for (w, v) in e.name.iter().zip(name) {
+            w.store(*v, Relaxed);
         }
         e.in_use.store(1, Release);
-        Ok(offset)
     }
 
-    /// Finds the object called `name`: returns its `(kind, offset, size)`. The entry is
-    /// checked (name, range inside the allocated data area) before it is returned.
-    ///
-    /// Errors: `WEFT_INVALID_ARGUMENT` for a bad name; `WEFT_NOT_FOUND` when there is no such
-    /// object; `WEFT_CORRUPTED` and the lock's errors as [`alloc`](Self::alloc).
-    /// Thread safety: callable from any thread of any process using the space.
-    pub fn lookup(&self, name: &str) -> Result<(u32, u64, u64)> {
-        let words = pack_name(name)?;
-        let _g = self.lock()?;
-        match self.find(&words)? {
-            Some(i) => {
-                let (_, kind, offset, size) = self.read_entry(i, self.next()?)?;
-                Ok((kind, offset, size))
-            }
-            None => Err(Error::new(WEFT_NOT_FOUND, format!("no object named {name:?} in the space"))),
-        }
-    }
-
-    /// Removes the directory entry `name`. The object's memory is not reclaimed (bump
-    /// allocator); the name can be created again.
-    ///
-    /// Errors: as [`lookup`](Self::lookup).
-    /// Thread safety: callable from any thread of any process using the space.
-    pub fn remove(&self, name: &str) -> Result<()> {
-        let words = pack_name(name)?;
-        let _g = self.lock()?;
-        let i = self
-            .find(&words)?
-            .ok_or_else(|| Error::new(WEFT_NOT_FOUND, format!("no object named {name:?} in the space")))?;
+    /// Marks directory entry `i` free, then clears its name (lock held).
+    pub(super) fn clear_entry(&self, i: usize) {
         let e = &self.header().directory[i];
         e.in_use.store(0, Release);
         e.name.iter().for_each(|w| w.store(0, Relaxed));
-        Ok(())
     }
 
     /// Clears the slots of participants that are no longer alive. Lock held.
@@ -597,6 +541,12 @@ impl Space {
     pub fn join(&self) -> Result<usize> {
         let me = liveness::current_process()?;
         let _g = self.lock()?;
+        if self.header().flags.load(Relaxed) & FLAG_UNLINKED != 0 {
+            return Err(Error::new(
+                crate::status::WEFT_NOT_FOUND,
+                "the space was removed by a sweep (all its participants had died); it cannot be joined",
+            ));
+        }
         for attempt in 0..2 {
             for i in 0..PARTICIPANT_CAPACITY {
                 if !self.slot_in_use(i)? {
@@ -615,6 +565,31 @@ impl Space {
             WEFT_NO_MEMORY,
             format!("the space's participants table is full ({PARTICIPANT_CAPACITY} live participants)"),
         ))
+    }
+
+    /// The space's random 64-bit identity, chosen when it was formatted.
+    pub fn uid(&self) -> u64 {
+        self.header().uid.load(Relaxed)
+    }
+
+    /// Bytes never allocated yet (the free lists are not counted).
+    pub fn unused(&self) -> u64 {
+        self.len().saturating_sub(self.header().next.load(Relaxed))
+    }
+
+    /// For a sweep: when no participant is alive, marks the space as removed and calls `unlink`
+    /// while still holding the lock (so that no process can join between the check and the
+    /// removal) and returns true; returns false, doing nothing, when a participant lives.
+    ///
+    /// Errors: `WEFT_CORRUPTED`, the lock's errors, and `unlink`'s.
+    pub fn retire_if_abandoned(&self, unlink: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
+        let _g = self.lock()?;
+        if self.sweep()? != 0 {
+            return Ok(false);
+        }
+        self.header().flags.fetch_or(FLAG_UNLINKED, Relaxed);
+        unlink()?;
+        Ok(true)
     }
 
     /// Clears participant slot `slot` (as returned by [`join`](Self::join)).
@@ -676,21 +651,22 @@ mod tests {
     #[test]
     fn format_attach_round_trip() {
         let space = new_space();
-        let off = space.create_named("queue", 7, 100, 16).unwrap();
-        assert!(off >= DATA_START && off % 16 == 0);
+        let r = space.create_object(7, 100, Some("queue"), &mut |_| Ok(())).unwrap();
         let seg = Segment::from_fd(space.segment().fd().try_clone_to_owned().unwrap()).unwrap();
         let other = Space::attach(seg).unwrap();
-        assert_eq!(other.lookup("queue").unwrap(), (7, off, 100));
+        assert_eq!(other.lookup("queue").unwrap(), (7, r.offset, 100));
+        assert_eq!(other.header().uid.load(Relaxed), space.header().uid.load(Relaxed));
+        assert_ne!(space.header().uid.load(Relaxed), new_space().header().uid.load(Relaxed));
         // Both mappings see the same bytes.
-        let p = space.ptr(off, 100).unwrap();
-        // SAFETY: in bounds (ptr checked), nobody else touches this object.
+        let p = space.payload(&r).unwrap();
+        // SAFETY: in bounds (payload checked), nobody else touches this object.
         unsafe { *p = 42 };
         // SAFETY: as above, through the second mapping.
-        assert_eq!(unsafe { *other.ptr(off, 1).unwrap() }, 42);
+        assert_eq!(unsafe { *other.payload(&r).unwrap() }, 42);
         assert_eq!(space.ptr(SIZE as u64 - 1, 2).unwrap_err().code, WEFT_CORRUPTED);
         // Re-attaching the space's own segment works too.
         let again = Space::attach(space.into_segment()).unwrap();
-        assert_eq!(again.lookup("queue").unwrap().1, off);
+        assert_eq!(again.lookup("queue").unwrap().1, r.offset);
     }
 
     #[test]
@@ -726,20 +702,20 @@ mod tests {
         ];
         for damage in entry_cases {
             let space = new_space();
-            space.create_named("a", 1, 8, 8).unwrap();
+            space.create_object(1, 8, Some("a"), &mut |_| Ok(())).unwrap();
             damage(&space.header().directory[0]);
             assert_eq!(space.lookup("b").unwrap_err().code, WEFT_CORRUPTED, "rejected on use");
             assert_eq!(Space::attach(space.into_segment()).unwrap_err().code, WEFT_CORRUPTED);
         }
         let space = new_space();
-        space.create_named("a", 1, 8, 8).unwrap();
+        space.create_object(1, 8, Some("a"), &mut |_| Ok(())).unwrap();
         let h = space.header();
         let name: [u64; NAME_WORDS] = std::array::from_fn(|k| h.directory[0].name[k].load(Relaxed));
         for (w, v) in h.directory[5].name.iter().zip(name) {
             w.store(v, Relaxed);
         }
         h.directory[5].offset.store(h.directory[0].offset.load(Relaxed), Relaxed);
-        h.directory[5].size.store(8, Relaxed);
+        h.directory[5].size.store(h.directory[0].size.load(Relaxed), Relaxed);
         h.directory[5].in_use.store(1, Relaxed);
         let e = Space::attach(space.into_segment()).unwrap_err();
         assert!(e.message.contains("duplicate"), "{}", e.message);
@@ -751,8 +727,8 @@ mod tests {
         let mut successes = 0;
         for iter in 0..200 {
             let space = new_space();
-            space.create_named("one", 1, 64, 8).unwrap();
-            space.create_named("two", 2, 128, 64).unwrap();
+            space.create_object(1, 64, Some("one"), &mut |_| Ok(())).unwrap();
+            space.create_object(2, 128, Some("two"), &mut |_| Ok(())).unwrap();
             space.join().unwrap();
             let base = space.segment().as_ptr();
             // Even iterations: garbage over the whole header; odd ones: a few random bytes.
@@ -800,87 +776,6 @@ mod tests {
     }
 
     #[test]
-    fn alloc_until_full() {
-        let space = new_space();
-        assert_eq!(space.alloc(0, 8).unwrap_err().code, WEFT_INVALID_ARGUMENT);
-        assert_eq!(space.alloc(8, 3).unwrap_err().code, WEFT_INVALID_ARGUMENT);
-        assert_eq!(space.alloc(8, 8192).unwrap_err().code, WEFT_INVALID_ARGUMENT);
-        assert_eq!(space.alloc(u64::MAX, 8).unwrap_err().code, WEFT_NO_MEMORY);
-        let mut last_end = DATA_START;
-        loop {
-            match space.alloc(1000, 64) {
-                Ok(off) => {
-                    assert!(off % 64 == 0 && off >= last_end);
-                    last_end = off + 1000;
-                    assert!(space.ptr(off, 1000).is_ok());
-                }
-                Err(e) => {
-                    assert_eq!(e.code, WEFT_NO_MEMORY);
-                    assert!(e.message.contains("space is full"), "{}", e.message);
-                    break;
-                }
-            }
-        }
-        assert!(last_end <= SIZE as u64 && SIZE as u64 - last_end < 1064);
-        // Smaller requests still fit in the remainder, until the last byte.
-        while space.alloc(1, 1).is_ok() {}
-        assert_eq!(space.next().unwrap(), SIZE as u64);
-        assert_eq!(space.create_named("x", 0, 1, 1).unwrap_err().code, WEFT_NO_MEMORY);
-    }
-
-    #[test]
-    fn named_objects() {
-        let space = new_space();
-        for bad in ["", "a\0b", &"n".repeat(64)] {
-            assert_eq!(space.create_named(bad, 1, 8, 8).unwrap_err().code, WEFT_INVALID_ARGUMENT);
-            assert_eq!(space.lookup(bad).unwrap_err().code, WEFT_INVALID_ARGUMENT);
-        }
-        let long = "n".repeat(63);
-        let a = space.create_named(&long, 3, 24, 8).unwrap();
-        assert_eq!(space.lookup(&long).unwrap(), (3, a, 24));
-        assert_eq!(space.create_named(&long, 4, 8, 8).unwrap_err().code, WEFT_EXISTS);
-        assert_eq!(space.lookup("missing").unwrap_err().code, WEFT_NOT_FOUND);
-        assert_eq!(space.remove("missing").unwrap_err().code, WEFT_NOT_FOUND);
-        space.remove(&long).unwrap();
-        assert_eq!(space.lookup(&long).unwrap_err().code, WEFT_NOT_FOUND);
-        let b = space.create_named(&long, 5, 8, 8).unwrap();
-        assert_ne!(a, b, "bump allocator: memory is not reused");
-        // Fill the directory.
-        for i in 1..DIRECTORY_CAPACITY {
-            space.create_named(&format!("obj{i}"), i as u32, 8, 8).unwrap();
-        }
-        let e = space.create_named("overflow", 0, 8, 8).unwrap_err();
-        assert_eq!(e.code, WEFT_NO_MEMORY);
-        assert!(e.message.contains("directory"), "{}", e.message);
-        assert_eq!(space.lookup("obj63").unwrap().0, 63);
-        assert!(Space::attach(space.into_segment()).is_ok());
-    }
-
-    #[test]
-    fn forked_child_creates_parent_looks_up() {
-        let space = new_space();
-        let fd = space.segment().fd().try_clone_to_owned().unwrap();
-        let pid = fork_child(move || {
-            let Ok(seg) = Segment::from_fd(fd) else { return false };
-            let Ok(child) = Space::attach(seg) else { return false };
-            let Ok(off) = child.create_named("from-child", 9, 16, 8) else { return false };
-            let Ok(p) = child.ptr(off, 16) else { return false };
-            // SAFETY: 16 bytes in bounds, freshly allocated, only the child writes them.
-            unsafe { p.cast::<u64>().write(0x1234_5678) };
-            true
-        });
-        assert!(exited_ok(crate::test_support::wait_child(pid)));
-        let (kind, off, size) = space.lookup("from-child").unwrap();
-        assert_eq!((kind, size), (9, 16));
-        // SAFETY: in bounds, 8-aligned, the child is gone.
-        assert_eq!(unsafe { space.ptr(off, 16).unwrap().cast::<u64>().read() }, 0x1234_5678);
-        // The inherited mapping works as well.
-        let pid = fork_child(|| space.create_named("inherited", 1, 8, 8).is_ok());
-        assert!(exited_ok(crate::test_support::wait_child(pid)));
-        assert_eq!(space.lookup("inherited").unwrap().0, 1);
-    }
-
-    #[test]
     fn killed_participant_is_swept() {
         let space = new_space();
         let mine = space.join().unwrap();
@@ -914,7 +809,7 @@ mod tests {
     fn dead_lock_holder_is_recovered_or_reported() {
         // A holder that dies with a valid state: the next call recovers and succeeds.
         let space = new_space();
-        space.create_named("kept", 1, 8, 8).unwrap();
+        space.create_object(1, 8, Some("kept"), &mut |_| Ok(())).unwrap();
         let pid = fork_child(|| {
             let g = space.lock();
             std::mem::forget(g);

@@ -248,8 +248,10 @@ extern "C" fn install_at_load() {
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
 }
 
-/// The current fork generation (bit 31 set, so a zeroed cache never matches).
-fn generation() -> u32 {
+/// The current fork generation (bit 31 set, so a zeroed cache never matches): it changes in
+/// a forked child, so a value recorded in the parent tells the child that the record is not
+/// its own.
+pub(crate) fn generation() -> u32 {
     FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed) | 1 << 31
 }
 

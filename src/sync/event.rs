@@ -11,8 +11,11 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 const FLAG: u32 = 1;
 
-/// A flag threads can wait for. Thread-safe.
+/// A flag threads can wait for. Thread-safe; process-safe with `W = SharedWord`.
+/// `#[repr(C)]` and all atomics, so it may live in shared memory. A waiter that dies never
+/// blocks `set`: setting wakes every sleeper and waits for none.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct Event<W: Word = PrivateWord> {
     word: W,
     waiters: W,

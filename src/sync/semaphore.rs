@@ -7,27 +7,41 @@
 use crate::futex::{Interrupt, PrivateWord, Wait, Word};
 use crate::status::{Error, Result, WEFT_INVALID_ARGUMENT, WEFT_INVALID_STATE};
 use crate::time::Deadline;
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
-/// A counting semaphore, optionally bounded. Thread-safe.
+/// A counting semaphore, optionally bounded. Thread-safe; process-safe with `W =
+/// SharedWord`. `#[repr(C)]` and all atomics, so it may live in shared memory (any bit pattern
+/// is a valid state).
+///
+/// A semaphore has no owner, so the death of a process that took a permit is not detected: the
+/// permit stays taken (as with Python's and POSIX semaphores). Use a Lock where a holder's death
+/// must be reported.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Semaphore<W: Word = PrivateWord> {
     value: W,
     waiters: W,
     /// The largest value a release may reach; `u32::MAX` when unbounded.
-    bound: u32,
-    bounded: bool,
+    bound: AtomicU32,
+    /// 1 for a bounded semaphore.
+    bounded: AtomicU32,
 }
 
 impl<W: Word> Semaphore<W> {
     /// A semaphore with `value` permits; bounded semaphores may never exceed `value`.
     pub fn new(value: u32, bounded: bool) -> Self {
-        Semaphore { value: W::new(value), waiters: W::new(0), bound: if bounded { value } else { u32::MAX }, bounded }
+        Semaphore {
+            value: W::new(value),
+            waiters: W::new(0),
+            bound: AtomicU32::new(if bounded { value } else { u32::MAX }),
+            bounded: AtomicU32::new(u32::from(bounded)),
+        }
     }
 
     /// True for a bounded semaphore.
     pub fn is_bounded(&self) -> bool {
-        self.bounded
+        self.bounded.load(Relaxed) != 0
     }
 
     /// Takes one permit, waiting until `deadline`. Errors: `WEFT_WOULD_BLOCK`,
@@ -68,7 +82,7 @@ impl<W: Word> Semaphore<W> {
         let mut v = self.value.load(Relaxed);
         loop {
             let next = match v.checked_add(n) {
-                Some(x) if x <= self.bound => x,
+                Some(x) if x <= self.bound.load(Relaxed) => x,
                 Some(_) => return Err(Error::new(WEFT_INVALID_STATE, "semaphore released too many times")),
                 None => return Err(Error::new(WEFT_INVALID_ARGUMENT, "semaphore value would overflow")),
             };
