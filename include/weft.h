@@ -32,6 +32,30 @@
 #define WEFT_FOREVER UINT64_MAX
 
 /**
+ * The longest token any shared object produces, in bytes: a buffer of this size always
+ * suffices for `weft_*_token`.
+ */
+#define WEFT_TOKEN_MAX 240
+
+/**
+ * A fixed number of items of one C type in a space: Python's `multiprocessing.Array`, and
+ * with one item its `Value`. The type is one of Python's type codes: `'b'` int8_t, `'B'`
+ * uint8_t, `'h'` short, `'H'` unsigned short, `'i'` int, `'I'` unsigned int, `'l'`/`'q'`
+ * int64_t (long and long long on Linux), `'L'`/`'Q'` uint64_t, `'f'` float, `'d'` double.
+ *
+ * Items are read and written whole (one atomic access each), so no reader ever sees a torn
+ * item. Created with a lock (Python's default `lock=True`), `get`/`set`/`read`/`write` take
+ * that re-entrant lock; `weft_array_lock` holds it across several operations. Integer items
+ * also have lock-free atomic operations (`load`, `store`, `fetch_add`,
+ * `compare_exchange`), which never take the lock. Thread-safe and process-safe.
+ *
+ * A process that dies holding the lock: the array's own operations recover the lock silently
+ * (every item is whole); an explicit `weft_array_lock` returns WEFT_OWNER_DEAD, since the
+ * caller's invariants across items may be broken.
+ */
+typedef struct weft_array weft_array;
+
+/**
  * A barrier for a fixed number of threads. Thread-safe.
  */
 typedef struct weft_barrier weft_barrier;
@@ -57,7 +81,9 @@ typedef struct weft_call weft_call;
 typedef struct weft_condition weft_condition;
 
 /**
- * A flag threads can wait for. Thread-safe.
+ * A flag threads can wait for (Python's `threading.Event`, or `multiprocessing.Event` when
+ * created in a space). Thread-safe; a shared one is also process-safe. A waiter that dies
+ * never holds up `set`: setting wakes every sleeper and waits for none.
  */
 typedef struct weft_event weft_event;
 
@@ -68,22 +94,63 @@ typedef struct weft_event weft_event;
 typedef struct weft_local weft_local;
 
 /**
- * A mutual-exclusion lock (Python's `threading.Lock`). It has no owner: any thread may
- * release it. Thread-safe. Freeing it while other threads use it is undefined behaviour.
+ * A mutual-exclusion lock (Python's `threading.Lock`, or `multiprocessing.Lock` when created
+ * in a space). It has no owner: any thread may release it. Thread-safe; a shared lock is also
+ * process-safe. Freeing it while other threads use it is undefined behaviour.
+ *
+ * A shared lock survives the death of its holder: when the process holding it dies (even by
+ * SIGKILL), the next acquirer gets WEFT_OWNER_DEAD *and holds the lock*. It repairs the data
+ * the lock protects and calls `weft_lock_mark_consistent`; if it releases the lock without
+ * doing so, every later acquire returns WEFT_NOT_RECOVERABLE (POSIX robust-mutex semantics).
+ * Waiters notice a dead holder within about 50 ms.
  */
 typedef struct weft_lock weft_lock;
 
 /**
- * A re-entrant lock (Python's `threading.RLock`): the owning thread may acquire it again;
- * it is free when released as many times. Thread-safe; only the owner may release.
+ * A re-entrant lock (Python's `threading.RLock`, or `multiprocessing.RLock` when created in a
+ * space): the owning thread may acquire it again; it is free when released as many times.
+ * Thread-safe (a shared one also process-safe); only the owner may release. A shared RLock
+ * whose owner dies, at any depth, is handed to the next acquirer at depth 1 with
+ * WEFT_OWNER_DEAD, as for `weft_lock`.
  */
 typedef struct weft_rlock weft_rlock;
 
 /**
- * A counting semaphore, optionally bounded. Thread-safe; it has no owner, so any thread may
- * release it.
+ * A counting semaphore, optionally bounded (Python's `threading.Semaphore` /
+ * `BoundedSemaphore`, or the `multiprocessing` ones when created in a space). Thread-safe; a
+ * shared one is also process-safe. It has no owner, so any thread may release it — and so the
+ * death of a process that took a permit is not detected: the permit stays taken until someone
+ * releases it (Python's and POSIX semaphores behave the same). Guard state that a dead process
+ * may leave half-done with a `weft_lock`, which reports its holder's death.
  */
 typedef struct weft_semaphore weft_semaphore;
+
+/**
+ * A raw named block of shared memory (Python's `SharedMemory`): bytes that any process of the
+ * same user opens by name, with no structure imposed. Created exclusively and owner-only
+ * (mode 0600, never through a symbolic link; see `weft_space_create` for the name rules);
+ * opening checks owner and mode. Unlike Python's, nothing unlinks it behind the user's back:
+ * it persists until `weft_shm_unlink`, and a process that merely attaches never destroys it.
+ *
+ * A named segment cannot be sealed against resizing: a process of the same user could
+ * truncate it, after which touching the lost pages raises SIGBUS (only the owner's own
+ * processes can). `weft_shm_open` maps the size the file has when it attaches. Thread-safe
+ * handle; the bytes are the caller's to synchronise.
+ */
+typedef struct weft_shm weft_shm;
+
+/**
+ * A handle on a space: a shared-memory region holding shared weft objects.
+ *
+ * The default space (`weft_space_default`, or NULL wherever a space is asked for) is anonymous
+ * and inherited by forked children. Named spaces (`weft_space_create` / `weft_space_open`) are
+ * reached by name from any process of the same user, in any language; they persist until
+ * `weft_space_unlink` or until `weft_space_sweep` finds every process that used them dead.
+ * Objects created in a space keep their space mapped while they live.
+ *
+ * Thread-safe: any thread may use a space handle and the objects in it.
+ */
+typedef struct weft_space weft_space;
 
 /**
  * A handle to a thread (one started by weft, the main thread, or another thread that asked for
@@ -270,6 +337,195 @@ typedef void (*weft_failure_hook)(const weft_thread *thread, weft_status status,
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates an array of `length` items of type `typecode` in `space` (NULL: the default space,
+ * inherited by forked children), named `name` (NULL: unnamed). The items are copied from
+ * `init` (`length` × item size bytes) or zero when `init` is NULL; `lock` gives the array a
+ * re-entrant lock. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (unknown type code,
+ * length 0 or too large, bad name), WEFT_EXISTS, WEFT_NO_MEMORY (space full), WEFT_CORRUPTED,
+ * WEFT_TIMEOUT, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` NULL or a NUL-terminated string; `init`
+ * NULL or `length` × item size readable bytes; `out` writable.
+ */
+weft_status weft_array_new_in(weft_space *space, const char *name, char typecode, size_t length, const void *init, bool lock, weft_array **out);
+
+/**
+ * Opens the array named `name` in `space` (NULL: the default space). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name, not an array), WEFT_NOT_FOUND,
+ * WEFT_CORRUPTED (its header is invalid), WEFT_TIMEOUT, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` a NUL-terminated string; `out` writable.
+ */
+weft_status weft_array_open(weft_space *space, const char *name, weft_array **out);
+
+/**
+ * Writes a token for the array (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_array_token(const weft_array *array, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the array a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_array_from_token(const void *token, size_t len, weft_array **out);
+
+/**
+ * The number of items (0 for NULL).
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+size_t weft_array_len(const weft_array *array);
+
+/**
+ * The type code the array was created with (0 for NULL).
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+char weft_array_typecode(const weft_array *array);
+
+/**
+ * Bytes per item (0 for NULL).
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+size_t weft_array_itemsize(const weft_array *array);
+
+/**
+ * The address of the first item in this process (NULL for NULL), valid while the handle
+ * lives. Accesses through it are the caller's to synchronise (hold `weft_array_lock`, or use
+ * C11 atomics of the item's width).
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+void *weft_array_data(const weft_array *array);
+
+/**
+ * Copies item `index` into `item` (`itemsize` bytes: the array's item size). Takes the lock
+ * when the array has one. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (index out of
+ * range, `itemsize` not the item size), WEFT_CANCELLED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `item` must hold `itemsize` writable bytes.
+ */
+weft_status weft_array_get(const weft_array *array, size_t index, void *item, size_t itemsize);
+
+/**
+ * Stores `item` (`itemsize` bytes) at `index`. Takes the lock when the array has one.
+ * Errors: as `weft_array_get`.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `item` must hold `itemsize` readable bytes.
+ */
+weft_status weft_array_set(weft_array *array, size_t index, const void *item, size_t itemsize);
+
+/**
+ * Copies items `[start, start + count)` into `out` (`size` bytes, which must be `count` ×
+ * item size), under the lock when there is one. Errors: as `weft_array_get`.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `out` must hold `size` writable bytes.
+ */
+weft_status weft_array_read(const weft_array *array, size_t start, size_t count, void *out, size_t size);
+
+/**
+ * Stores items `[start, start + count)` from `items` (`size` bytes = `count` × item size),
+ * under the lock when there is one. Errors: as `weft_array_get`.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `items` must hold `size` readable bytes.
+ */
+weft_status weft_array_write(weft_array *array, size_t start, size_t count, const void *items, size_t size);
+
+/**
+ * Atomically reads integer item `index` into `*value`, sign- or zero-extended to 64 bits
+ * (uint64_t items come back as their bit pattern). Lock-free. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_ARGUMENT (index out of range; a float array).
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `value` writable.
+ */
+weft_status weft_array_load(const weft_array *array, size_t index, int64_t *value);
+
+/**
+ * Atomically stores the low bits of `value` into integer item `index`. Lock-free.
+ * Errors: as `weft_array_load`.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+weft_status weft_array_store(weft_array *array, size_t index, int64_t value);
+
+/**
+ * Atomically adds `delta` to integer item `index` (wrapping at the item's width), writing the
+ * previous value to `*previous` when it is not NULL. Lock-free. Errors: as `weft_array_load`.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `previous` NULL or writable.
+ */
+weft_status weft_array_fetch_add(weft_array *array, size_t index, int64_t delta, int64_t *previous);
+
+/**
+ * Atomically replaces integer item `index` with `desired` if it equals `*expected` (C11's
+ * `atomic_compare_exchange_strong`): `*swapped` tells whether it did, and `*expected` receives
+ * the value found. Lock-free. Errors: as `weft_array_load`.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft; `expected` readable and writable; `swapped`
+ * writable.
+ */
+weft_status weft_array_compare_exchange(weft_array *array, size_t index, int64_t *expected, int64_t desired, bool *swapped);
+
+/**
+ * Acquires the array's re-entrant lock (Python's `get_lock().acquire()`), up to `timeout_ns`;
+ * the array's own operations re-enter it. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE
+ * (created without a lock), WEFT_WOULD_BLOCK, WEFT_TIMEOUT, WEFT_CANCELLED, WEFT_OWNER_DEAD
+ * (the holder died; the caller holds the lock and calls `weft_array_mark_consistent`),
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+weft_status weft_array_lock(weft_array *array, uint64_t timeout_ns);
+
+/**
+ * Releases one level of the array's lock. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (no
+ * lock), WEFT_NOT_OWNER.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+weft_status weft_array_unlock(weft_array *array);
+
+/**
+ * Marks the array's lock consistent after WEFT_OWNER_DEAD. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_STATE, WEFT_NOT_OWNER.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+weft_status weft_array_mark_consistent(weft_array *array);
+
+/**
+ * Frees the handle; the array itself is freed with the last handle on it in any process
+ * (and, when named, after `weft_space_remove`). NULL is a no-op.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_array_free(weft_array *array);
 
 /**
  * Creates a barrier for `parties` threads with an optional `action` (NULL for none) called
@@ -526,6 +782,41 @@ weft_status weft_event_wait(weft_event *event, uint64_t timeout_ns);
 void weft_event_free(weft_event *event);
 
 /**
+ * Creates a cleared shared event in `space` (NULL: the default space), named `name` (NULL:
+ * unnamed). Errors: as `weft_lock_new_in`.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` NULL or a NUL-terminated string; `out`
+ * writable.
+ */
+weft_status weft_event_new_in(weft_space *space, const char *name, weft_event **out);
+
+/**
+ * Opens the shared event named `name` in `space` (NULL: the default space).
+ * Errors: as `weft_lock_open`.
+ *
+ * # Safety
+ * As `weft_lock_open`.
+ */
+weft_status weft_event_open(weft_space *space, const char *name, weft_event **out);
+
+/**
+ * Writes a token for the shared event (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_event_token(const weft_event *event, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared event a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_event_from_token(const void *token, size_t len, weft_event **out);
+
+/**
  * Creates a slot in `*out`. `destructor` (may be NULL) is called with each non-NULL value
  * when its thread exits (before a join of a weft thread returns; foreign threads too), when a
  * thread replaces its value with a different one, and for every remaining value when the slot
@@ -574,7 +865,9 @@ weft_status weft_lock_new(weft_lock **out);
  * Acquires the lock, blocking up to `timeout_ns` (0: try once; WEFT_FOREVER: no limit).
  * Not re-entrant: a thread acquiring a lock it holds waits for itself (until its timeout).
  * Errors: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK (timeout 0 and held), WEFT_TIMEOUT,
- * WEFT_CANCELLED (the calling weft thread was asked to cancel).
+ * WEFT_CANCELLED (the calling weft thread was asked to cancel). A shared lock also returns
+ * WEFT_OWNER_DEAD (its holder died; the caller now holds it, see `weft_lock`) and
+ * WEFT_NOT_RECOVERABLE (an earlier recovery was abandoned).
  *
  * # Safety
  * `lock` must be NULL or a handle from weft.
@@ -618,7 +911,8 @@ weft_status weft_rlock_new(weft_rlock **out);
 /**
  * Acquires the lock, or one more level of it when the caller already owns it (never blocks
  * then). Blocks up to `timeout_ns`. Errors: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK,
- * WEFT_TIMEOUT, WEFT_CANCELLED, WEFT_INVALID_ARGUMENT (depth overflow at 2^32 - 1).
+ * WEFT_TIMEOUT, WEFT_CANCELLED, WEFT_INVALID_ARGUMENT (depth overflow at 2^32 - 1); shared:
+ * WEFT_OWNER_DEAD (lock held at depth 1), WEFT_NOT_RECOVERABLE.
  *
  * # Safety
  * `rlock` must be NULL or a handle from weft.
@@ -657,6 +951,109 @@ uint32_t weft_rlock_depth(const weft_rlock *rlock);
  * `rlock` must be NULL or a handle from weft, not used afterwards.
  */
 void weft_rlock_free(weft_rlock *rlock);
+
+/**
+ * Creates an unlocked shared lock (Python's `multiprocessing.Lock`) in `space` (NULL: the
+ * default space, which forked children inherit), named `name` (NULL: unnamed; reach it from
+ * other processes by token). The same `weft_lock_*` functions use it.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name), WEFT_EXISTS (name taken),
+ * WEFT_NO_MEMORY (space or its 64-name directory full), WEFT_CORRUPTED, WEFT_TIMEOUT,
+ * WEFT_NOT_RECOVERABLE (the space's own lock).
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` NULL or a NUL-terminated string; `out`
+ * writable.
+ */
+weft_status weft_lock_new_in(weft_space *space, const char *name, weft_lock **out);
+
+/**
+ * Opens the shared lock named `name` in `space` (NULL: the default space), created by any
+ * process. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name, or the object is not
+ * a lock), WEFT_NOT_FOUND, WEFT_CORRUPTED, WEFT_TIMEOUT, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` a NUL-terminated string; `out` writable.
+ */
+weft_status weft_lock_open(weft_space *space, const char *name, weft_lock **out);
+
+/**
+ * Writes a token for the shared lock into `buf` (`cap` bytes; `WEFT_TOKEN_MAX` always
+ * suffices) and its length into `*len`. Another process opens the same lock with
+ * `weft_lock_from_token`. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (a private lock),
+ * WEFT_BUFFER_TOO_SMALL (`*len` then holds the size needed).
+ *
+ * # Safety
+ * `lock` must be NULL or a handle from weft; `buf` must hold `cap` writable bytes; `len`
+ * writable.
+ */
+weft_status weft_lock_token(const weft_lock *lock, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared lock a token designates (from `weft_lock_token`, in this or another
+ * process). The token's space must be reachable: a named space is opened by name; an
+ * anonymous one must be mapped here already (the default space in a forked child).
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (not a lock token), WEFT_NOT_FOUND (space
+ * unreachable, or the lock was freed), WEFT_CORRUPTED.
+ *
+ * # Safety
+ * `token` must point at `len` readable bytes; `out` writable.
+ */
+weft_status weft_lock_from_token(const void *token, size_t len, weft_lock **out);
+
+/**
+ * Marks the state a shared lock protects as repaired after an acquire returned
+ * WEFT_OWNER_DEAD; the lock then works normally again. Call it while holding the lock.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (the lock is not awaiting recovery, or is
+ * private).
+ *
+ * # Safety
+ * `lock` must be NULL or a handle from weft.
+ */
+weft_status weft_lock_mark_consistent(weft_lock *lock);
+
+/**
+ * Creates an unlocked shared re-entrant lock (Python's `multiprocessing.RLock`) in `space`
+ * (NULL: the default space), named `name` (NULL: unnamed). Errors: as `weft_lock_new_in`.
+ *
+ * # Safety
+ * As `weft_lock_new_in`.
+ */
+weft_status weft_rlock_new_in(weft_space *space, const char *name, weft_rlock **out);
+
+/**
+ * Opens the shared re-entrant lock named `name` in `space` (NULL: the default space).
+ * Errors: as `weft_lock_open`.
+ *
+ * # Safety
+ * As `weft_lock_open`.
+ */
+weft_status weft_rlock_open(weft_space *space, const char *name, weft_rlock **out);
+
+/**
+ * Writes a token for the shared re-entrant lock (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_rlock_token(const weft_rlock *rlock, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared re-entrant lock a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_rlock_from_token(const void *token, size_t len, weft_rlock **out);
+
+/**
+ * Marks a shared re-entrant lock consistent after WEFT_OWNER_DEAD (see
+ * `weft_lock_mark_consistent`); the caller must own it. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_NOT_OWNER, WEFT_INVALID_STATE.
+ *
+ * # Safety
+ * `rlock` must be NULL or a handle from weft.
+ */
+weft_status weft_rlock_mark_consistent(weft_rlock *rlock);
 
 /**
  * Creates a semaphore holding `value` permits (Python's `Semaphore(value)`), in `*out`.
@@ -719,6 +1116,251 @@ bool weft_semaphore_is_bounded(const weft_semaphore *sem);
  * `sem` must be NULL or a handle from weft, not used afterwards.
  */
 void weft_semaphore_free(weft_semaphore *sem);
+
+/**
+ * Creates a shared semaphore with `value` permits (bounded when `bounded` is true: Python's
+ * `multiprocessing.BoundedSemaphore`) in `space` (NULL: the default space), named `name`
+ * (NULL: unnamed). Errors: as `weft_lock_new_in`.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` NULL or a NUL-terminated string; `out`
+ * writable.
+ */
+weft_status weft_semaphore_new_in(weft_space *space, const char *name, uint32_t value, bool bounded, weft_semaphore **out);
+
+/**
+ * Opens the shared semaphore named `name` in `space` (NULL: the default space).
+ * Errors: as `weft_lock_open`.
+ *
+ * # Safety
+ * As `weft_lock_open`.
+ */
+weft_status weft_semaphore_open(weft_space *space, const char *name, weft_semaphore **out);
+
+/**
+ * Writes a token for the shared semaphore (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_semaphore_token(const weft_semaphore *sem, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared semaphore a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_semaphore_from_token(const void *token, size_t len, weft_semaphore **out);
+
+/**
+ * Creates the named segment `name` (NULL: a fresh random name, readable with `weft_shm_name`)
+ * of `size` bytes, zero-filled, and maps it. Its pages are reserved, so a full `/dev/shm`
+ * fails here with WEFT_NO_MEMORY rather than with SIGBUS later.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name, size 0), WEFT_EXISTS,
+ * WEFT_NO_MEMORY, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `name` must be NULL or a NUL-terminated string; `out` writable.
+ */
+weft_status weft_shm_create(const char *name, size_t size, weft_shm **out);
+
+/**
+ * Attaches to the named segment `name` (created by any process of the same user, in any
+ * language) and maps all of it. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name;
+ * a symbolic link, another owner or another mode), WEFT_NOT_FOUND, WEFT_CORRUPTED (empty),
+ * WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string; `out` writable.
+ */
+weft_status weft_shm_open(const char *name, weft_shm **out);
+
+/**
+ * The segment's size in bytes (0 for NULL).
+ *
+ * # Safety
+ * `shm` must be NULL or a handle from weft.
+ */
+size_t weft_shm_size(const weft_shm *shm);
+
+/**
+ * The address of the segment in this process (NULL for NULL), valid until `weft_shm_free`.
+ *
+ * # Safety
+ * `shm` must be NULL or a handle from weft.
+ */
+void *weft_shm_data(const weft_shm *shm);
+
+/**
+ * The segment's name (borrowed, valid while the handle lives; NULL for NULL).
+ *
+ * # Safety
+ * `shm` must be NULL or a handle from weft.
+ */
+const char *weft_shm_name(const weft_shm *shm);
+
+/**
+ * Removes the name `name` (Python's `unlink()`): nobody can attach any more; processes that
+ * have it mapped keep it until they free their handles. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_ARGUMENT, WEFT_NOT_FOUND, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string.
+ */
+weft_status weft_shm_unlink(const char *name);
+
+/**
+ * Unmaps the segment and frees the handle (Python's `close()`); the segment and its name stay.
+ * NULL is a no-op.
+ *
+ * # Safety
+ * `shm` must be NULL or a handle from weft, not used afterwards (nor the data pointer).
+ */
+void weft_shm_free(weft_shm *shm);
+
+/**
+ * Returns a new handle on the process's default space in `*out` (free it with
+ * `weft_space_free`; the space itself lives as long as the process). The default space is an
+ * anonymous shared-memory region created on first use (64 MiB of address space, pages
+ * allocated when touched; `WEFT_DEFAULT_SPACE_SIZE` overrides the size) and inherited by
+ * forked children; a child started with `WEFT_DEFAULT_SPACE_FD=<fd>` in its environment
+ * attaches to the space whose descriptor it inherited (`weft_space_fd`).
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad environment variable), WEFT_NO_MEMORY,
+ * WEFT_OS_ERROR, WEFT_CORRUPTED (an inherited space failed validation).
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+weft_status weft_space_default(weft_space **out);
+
+/**
+ * Creates the named space `name` of `size` bytes and returns a handle in `*out`.
+ *
+ * The name (1 to 200 bytes of letters, digits, `.`, `_`, `-`; not starting with `.`) becomes
+ * the file `/dev/shm/weft.<name>`, created exclusively (an existing file or symbolic link of
+ * that name is never reused or followed) with mode 0600 whatever the umask. Its pages are
+ * reserved, so a full `/dev/shm` fails here rather than later. About 7 KiB go to the space's
+ * header; the rest holds objects. The caller is recorded as a participant until its last
+ * handle on the space (including objects in it) is freed.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name, size too small for the header),
+ * WEFT_EXISTS (the name is taken), WEFT_NO_MEMORY (`/dev/shm` full), WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string; `out` writable.
+ */
+weft_status weft_space_create(const char *name, size_t size, weft_space **out);
+
+/**
+ * Opens the named space `name`, created by this or another process of the same user in any
+ * language, and returns a handle in `*out`. The file must be a regular file owned by the
+ * caller's effective user with mode exactly 0600 and is never opened through a symbolic link;
+ * its header is validated.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name; a symbolic link, another
+ * owner or another mode is refused with a message saying which), WEFT_NOT_FOUND, WEFT_CORRUPTED
+ * (the header failed validation, or the creator has not finished creating it), WEFT_TIMEOUT
+ * (its lock stayed held 10 s), WEFT_NOT_RECOVERABLE, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string; `out` writable.
+ */
+weft_status weft_space_open(const char *name, weft_space **out);
+
+/**
+ * Attaches to an anonymous space from a descriptor of it (one `weft_space_fd` gave another
+ * process), duplicating `fd` (the caller keeps its own). Errors: WEFT_INVALID_ARGUMENT (not a
+ * sealed memfd), WEFT_CORRUPTED, WEFT_OS_ERROR, WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+weft_status weft_space_from_fd(int32_t fd, weft_space **out);
+
+/**
+ * Removes the name of the named space `name`: nobody can open it any more; processes that
+ * have it open keep using it, and its memory is freed with the last of them.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT, WEFT_NOT_FOUND, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string.
+ */
+weft_status weft_space_unlink(const char *name);
+
+/**
+ * Removes the calling user's named spaces whose every participant has died (a process that
+ * exited, even by SIGKILL, without freeing its handles), and those whose creator died before
+ * finishing creating them; never a space with a live participant, nor one whose header fails
+ * validation. Liveness is judged by pid and process start time, so a reused pid does not keep
+ * a dead space alive. Writes the number removed to `*removed` when `removed` is not NULL.
+ * Errors: WEFT_OS_ERROR (`/dev/shm` cannot be listed).
+ *
+ * # Safety
+ * `removed` must be NULL or writable.
+ */
+weft_status weft_space_sweep(size_t *removed);
+
+/**
+ * The name of a named space (borrowed, valid while the handle lives); NULL for an anonymous
+ * space or a NULL handle.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft.
+ */
+const char *weft_space_name(const weft_space *space);
+
+/**
+ * The space's size in bytes (`*size`) and the bytes never allocated yet (`*unused`; freed
+ * blocks are reused but not counted). Either pointer may be NULL.
+ * Errors: WEFT_NULL_ARGUMENT (NULL space).
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `size` and `unused` NULL or writable.
+ */
+weft_status weft_space_usage(const weft_space *space, size_t *size, size_t *unused);
+
+/**
+ * The number of live processes using the space (`*live`): each process that created or opened
+ * it counts once per handle set until it frees them or dies. Dead participants found on the
+ * way are removed from the space's table.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED, WEFT_TIMEOUT, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `live` writable.
+ */
+weft_status weft_space_participants(const weft_space *space, size_t *live);
+
+/**
+ * The space's descriptor in `*fd` (borrowed: valid while the handle lives; duplicate it to
+ * keep it). Hand it to a child process (which passes it to `weft_space_from_fd`, or inherits
+ * it with `WEFT_DEFAULT_SPACE_FD` set for the default space). The descriptor is close-on-exec.
+ * Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `fd` writable.
+ */
+weft_status weft_space_fd(const weft_space *space, int32_t *fd);
+
+/**
+ * Removes the name `name` from the space's directory of named objects. The object lives on
+ * while handles to it are open and is freed with the last; the name can be reused at once.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad name), WEFT_NOT_FOUND, WEFT_CORRUPTED,
+ * WEFT_TIMEOUT, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `space` must be NULL (the default space) or a handle from weft; `name` a NUL-terminated
+ * string.
+ */
+weft_status weft_space_remove(const weft_space *space, const char *name);
+
+/**
+ * Frees the handle (not the space: its objects keep it mapped; a named space persists until
+ * unlinked). When the process's last handle on the space goes, it stops being a participant.
+ * NULL is a no-op.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_space_free(weft_space *space);
 
 /**
  * Name of a status code, such as `"WEFT_TIMEOUT"`; `"WEFT_UNKNOWN_STATUS"` for codes weft does

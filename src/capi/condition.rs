@@ -1,6 +1,7 @@
 //! Condition (Python's `threading.Condition`), over a weft_lock or a weft_rlock.
 
 use super::lock::{weft_lock, weft_rlock};
+use super::placed::Placed;
 use super::{get, out_ptr, publish, share, Object, Tag};
 use crate::futex::{Interrupt, PrivateWord};
 use crate::status::{guard, weft_status, Error, Result, WEFT_NULL_ARGUMENT};
@@ -19,8 +20,15 @@ pub(crate) enum LockRef {
 impl LockRef {
     fn get(&self) -> &dyn CondLock<W = PrivateWord> {
         match self {
-            LockRef::Lock(l) => &l.lock,
-            LockRef::RLock(r) => &r.lock,
+            // Only private locks are accepted when a private condition is created.
+            LockRef::Lock(l) => match &l.inner {
+                Placed::Private(p) => p,
+                Placed::Shared(_) => unreachable!("private condition over a shared lock"),
+            },
+            LockRef::RLock(r) => match &r.inner {
+                Placed::Private(p) => p,
+                Placed::Shared(_) => unreachable!("private condition over a shared rlock"),
+            },
             LockRef::Own(r) => r,
         }
     }
@@ -91,7 +99,11 @@ pub unsafe extern "C" fn weft_condition_new_with_lock(lock: *mut weft_lock, out:
     guard(|| {
         out_ptr(out, "out")?;
         // SAFETY: forwarded contract.
-        create(LockRef::Lock(unsafe { share(lock) }?), out)
+        let l = unsafe { share(lock) }?;
+        if l.inner.shared().is_some() {
+            return Err(Error::invalid("a condition over a shared lock is created with weft_condition_new_in"));
+        }
+        create(LockRef::Lock(l), out)
     })
 }
 
@@ -105,7 +117,11 @@ pub unsafe extern "C" fn weft_condition_new_with_rlock(rlock: *mut weft_rlock, o
     guard(|| {
         out_ptr(out, "out")?;
         // SAFETY: forwarded contract.
-        create(LockRef::RLock(unsafe { share(rlock) }?), out)
+        let l = unsafe { share(rlock) }?;
+        if l.inner.shared().is_some() {
+            return Err(Error::invalid("a condition over a shared rlock is created with weft_condition_new_in"));
+        }
+        create(LockRef::RLock(l), out)
     })
 }
 

@@ -9,13 +9,17 @@
 
 #![allow(non_camel_case_types)]
 
+pub mod array;
 pub mod barrier;
 pub mod call;
 pub mod condition;
 pub mod event;
 pub mod local;
 pub mod lock;
+pub(crate) mod placed;
 pub mod semaphore;
+pub mod shm;
+pub mod space;
 pub mod status;
 pub mod thread;
 

@@ -22,10 +22,11 @@
 //! [`sweep`] looks at every named space of the calling user in `/dev/shm` and unlinks those
 //! whose every participant is dead (checked and unlinked under the space's lock, so a process
 //! cannot join in between), and those whose creator died before finishing formatting (older
-//! than a minute and never marked ready). A space with one live participant is never removed,
+//! than a minute and never marked ready). Raw named segments (`weft_shm`, no space header) are
+//! never touched. A space with one live participant is never removed,
 //! nor one whose header fails validation (it is reported, not judged).
 
-use super::layout::{is_ready, Space};
+use super::layout::{state, SegmentState, Space};
 use super::liveness;
 use super::Segment;
 use crate::status::{Error, Result, WEFT_CORRUPTED, WEFT_INVALID_ARGUMENT, WEFT_NO_MEMORY, WEFT_NOT_FOUND};
@@ -253,7 +254,10 @@ pub fn sweep() -> Result<Swept> {
             Ok(s) => s,
             Err(_) => continue, // another user's, a link, gone meanwhile: not ours to judge
         };
-        if !is_ready(&seg) {
+        match state(&seg) {
+            SegmentState::NotASpace => continue, // a raw segment (weft_shm): never ours to judge
+            SegmentState::Ready => {}
+            SegmentState::Formatting => {
             let age = entry
                 .metadata()
                 .ok()
@@ -264,6 +268,7 @@ pub fn sweep() -> Result<Swept> {
                 out.removed.push(name.to_owned());
             }
             continue;
+            }
         }
         match Space::attach(seg) {
             Ok(space) => match space.retire_if_abandoned(&mut || Segment::unlink_named(name)) {

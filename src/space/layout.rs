@@ -231,16 +231,32 @@ pub struct Space {
     segment: Segment,
 }
 
-/// Whether `segment` holds a space whose creator finished formatting it (`ready == 1`);
-/// `false` for a segment too small to hold a header.
-pub fn is_ready(segment: &Segment) -> bool {
+/// What a segment holds, judged from its first header fields without validating the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Not a weft space (no magic): a raw segment, or a creator that died before writing it.
+    NotASpace,
+    /// A space whose creator has not finished formatting it (or died doing so).
+    Formatting,
+    /// A formatted space.
+    Ready,
+}
+
+/// Classifies `segment` (see [`SegmentState`]).
+pub fn state(segment: &Segment) -> SegmentState {
     if (segment.len() as u64) <= DATA_START {
-        return false;
+        return SegmentState::NotASpace;
     }
-    // SAFETY: the segment holds at least a header; its base is page-aligned; `ready` is an
-    // atomic read through a shared reference to an all-atomics struct.
+    // SAFETY: the segment holds at least a header; its base is page-aligned; the fields are
+    // read atomically through a shared reference to an all-atomics struct.
     let h = unsafe { &*(segment.as_ptr() as *const Header) };
-    h.ready.load(Acquire) == 1
+    if h.magic.load(Acquire) != MAGIC {
+        SegmentState::NotASpace
+    } else if h.ready.load(Acquire) == 1 {
+        SegmentState::Ready
+    } else {
+        SegmentState::Formatting
+    }
 }
 
 impl Space {
@@ -279,7 +295,7 @@ impl Space {
         let space = Space { segment };
         let h = space.header();
         h.ready.store(0, Release);
-        h.magic.store(MAGIC, Relaxed);
+        h.magic.store(MAGIC, Release);
         h.version.store(LAYOUT_VERSION, Relaxed);
         h.header_size.store(HEADER_SIZE as u32, Relaxed);
         h.total_size.store(len, Relaxed);

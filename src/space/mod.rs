@@ -17,6 +17,7 @@
 //! calls stay inside this module so that other back ends can be added here (DESIGN.md §7).
 
 mod alloc;
+pub mod array;
 mod name;
 mod segment;
 pub mod handle;

@@ -215,6 +215,36 @@ impl SharedRef {
     }
 }
 
+/// A [`SharedRef`] whose payload was checked to hold a `T`: typed access without a check per
+/// call.
+#[derive(Debug)]
+pub struct Typed<T: SharedPod> {
+    r: SharedRef,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: SharedPod> Typed<T> {
+    /// Wraps `r` after checking that its payload holds a `T`.
+    ///
+    /// Errors: `WEFT_CORRUPTED` when the payload is smaller than a `T`.
+    pub fn new(r: SharedRef) -> Result<Typed<T>> {
+        r.get::<T>()?;
+        Ok(Typed { r, _t: std::marker::PhantomData })
+    }
+
+    /// The object.
+    pub fn get(&self) -> &T {
+        // SAFETY: as in `SharedRef::get`, whose size check `new` performed; the payload
+        // pointer and size never change.
+        unsafe { &*(self.r.payload as *const T) }
+    }
+
+    /// The untyped reference (token, space).
+    pub fn shared(&self) -> &SharedRef {
+        &self.r
+    }
+}
+
 impl Drop for SharedRef {
     fn drop(&mut self) {
         if self.generation == liveness::generation() {
