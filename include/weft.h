@@ -56,7 +56,16 @@
 typedef struct weft_array weft_array;
 
 /**
- * A barrier for a fixed number of threads. Thread-safe.
+ * A barrier for a fixed number of parties (Python's `threading.Barrier`, or
+ * `multiprocessing.Barrier` when created in a space). Thread-safe; a shared one is also
+ * process-safe.
+ *
+ * A shared barrier breaks when a participant dies: every process that waited on it through a
+ * handle is recorded (up to 64), and a waiter that finds one of them dead (checked about every
+ * 50 ms) breaks the barrier, so the others get WEFT_BROKEN instead of waiting out their
+ * timeout. A process that used the barrier and ends without `weft_barrier_free` and without
+ * running its exit handlers (killed, `_exit`) counts as dead; one that ends normally (`exit`, returning from `main`) leaves first. After
+ * `weft_barrier_reset` the barrier works again with the live parties.
  */
 typedef struct weft_barrier weft_barrier;
 
@@ -74,9 +83,16 @@ typedef struct weft_bytes weft_bytes;
 typedef struct weft_call weft_call;
 
 /**
- * A condition variable (Python's `threading.Condition`). Thread-safe. `wait`, `wait_for`,
+ * A condition variable (Python's `threading.Condition`, or `multiprocessing.Condition` when
+ * created in a space). Thread-safe; a shared one is also process-safe. `wait`, `wait_for`,
  * `notify` and `notify_all` require the lock: for an RLock the caller must own it; for a
  * Lock, which has no owner, it must be locked (Python's rule).
+ *
+ * A shared condition never lets a dead waiter swallow a notification: `notify(n)` skips
+ * waiters whose thread has died, and `notify_all` wakes every live one whatever happened to
+ * the others. It holds at most 128 waiters at once (WEFT_NO_MEMORY beyond). When the process
+ * holding its lock dies, a waiter re-acquiring the lock returns WEFT_OWNER_DEAD holding it
+ * (see `weft_condition_mark_consistent`).
  */
 typedef struct weft_condition weft_condition;
 
@@ -545,7 +561,8 @@ weft_status weft_barrier_new(uint32_t parties, weft_barrier_action action, void 
  * thread's timeout passed while it waited for the other parties; the barrier is now broken for
  * all, as in Python — so timeout 0 is not a harmless poll here; a timeout that passes while
  * the previous round is still leaving returns WEFT_TIMEOUT without breaking anything),
- * WEFT_CANCELLED (breaks it too), or the action's failure status.
+ * WEFT_CANCELLED (breaks it too), or the action's failure status. A shared barrier also
+ * returns WEFT_BROKEN when a participant process died, and WEFT_CORRUPTED.
  *
  * # Safety
  * `barrier` must be NULL or a handle from weft; `index` NULL or writable.
@@ -603,6 +620,45 @@ bool weft_barrier_broken(const weft_barrier *barrier);
 void weft_barrier_free(weft_barrier *barrier);
 
 /**
+ * Creates a shared barrier (Python's `multiprocessing.Barrier`) for `parties` parties in
+ * `space` (NULL: the default space), named `name` (NULL: unnamed), with this handle's optional
+ * `action` called with `ctx` (each process gives its own action when it opens the barrier;
+ * the last arriver runs its own). Errors: WEFT_INVALID_ARGUMENT (`parties` is 0, bad name), and
+ * those of `weft_lock_new_in`.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` NULL or a NUL-terminated string; `out`
+ * writable; `action`, if given, callable from any thread with `ctx` for the handle's lifetime.
+ */
+weft_status weft_barrier_new_in(weft_space *space, const char *name, uint32_t parties, weft_barrier_action action, void *ctx, weft_barrier **out);
+
+/**
+ * Opens the shared barrier named `name` in `space` (NULL: the default space), with this
+ * handle's optional `action`. Errors: as `weft_lock_open`.
+ *
+ * # Safety
+ * As `weft_barrier_new_in`, `name` required.
+ */
+weft_status weft_barrier_open(weft_space *space, const char *name, weft_barrier_action action, void *ctx, weft_barrier **out);
+
+/**
+ * Writes a token for the shared barrier (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_barrier_token(const weft_barrier *barrier, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared barrier a token designates (see `weft_lock_from_token`), with this
+ * handle's optional `action`.
+ *
+ * # Safety
+ * As `weft_lock_from_token`; `action` as in `weft_barrier_new_in`.
+ */
+weft_status weft_barrier_from_token(const void *token, size_t len, weft_barrier_action action, void *ctx, weft_barrier **out);
+
+/**
  * The task's argument bytes: `*data` receives a pointer valid for the duration of the call
  * (NULL for an empty argument), `*len` its length. Errors: WEFT_NULL_ARGUMENT.
  *
@@ -650,7 +706,9 @@ weft_status weft_condition_new(weft_condition **out);
 
 /**
  * Creates a condition over `lock` (Python's `Condition(Lock())`); the condition keeps the
- * lock alive, and the lock may be used directly too. Errors: WEFT_NULL_ARGUMENT.
+ * lock alive, and the lock may be used directly too. Over a shared lock, the condition is an
+ * unnamed shared condition in the lock's space (see `weft_condition_new_in`).
+ * Errors: WEFT_NULL_ARGUMENT; for a shared lock, those of `weft_condition_new_in`.
  *
  * # Safety
  * `lock` must be NULL or a handle from weft; `out` writable.
@@ -686,7 +744,11 @@ weft_status weft_condition_release(weft_condition *cond);
  * Releases the lock, waits until notified or `timeout_ns` passes, and re-acquires the lock
  * before returning — always, even on timeout or cancellation. Errors: WEFT_NULL_ARGUMENT,
  * WEFT_NOT_OWNER (lock not held; Python raises RuntimeError), WEFT_WOULD_BLOCK (timeout 0),
- * WEFT_TIMEOUT (Python returns False), WEFT_CANCELLED.
+ * WEFT_TIMEOUT (Python returns False), WEFT_CANCELLED. A shared condition also returns
+ * WEFT_OWNER_DEAD (the lock's holder died meanwhile: the caller holds the lock, repairs the
+ * state and calls `weft_condition_mark_consistent`; this takes precedence over a timeout),
+ * WEFT_NOT_RECOVERABLE (the lock is unusable; it is not held then), WEFT_NO_MEMORY (128
+ * live waiters already) and WEFT_CORRUPTED.
  *
  * # Safety
  * `cond` must be NULL or a handle from weft.
@@ -729,6 +791,58 @@ weft_status weft_condition_notify_all(weft_condition *cond);
  * `cond` must be NULL or a handle from weft, not used afterwards.
  */
 void weft_condition_free(weft_condition *cond);
+
+/**
+ * Creates a shared condition (Python's `multiprocessing.Condition`) in `space` (NULL: the
+ * default space), named `name` (NULL: unnamed), over the shared `lock` or `rlock` (at most one
+ * of them; both NULL: a new unnamed shared RLock of its own, as Python's `Condition()`). The
+ * lock must live in the same space; the condition keeps it alive, and `weft_condition_open`
+ * in another process finds the same lock.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (both locks given, a private lock, a lock
+ * of another space, bad name), WEFT_EXISTS, WEFT_NO_MEMORY, WEFT_CORRUPTED, WEFT_TIMEOUT,
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `space`, `lock`, `rlock` must each be NULL or a handle from weft; `name` NULL or a
+ * NUL-terminated string; `out` writable.
+ */
+weft_status weft_condition_new_in(weft_space *space, const char *name, weft_lock *lock, weft_rlock *rlock, weft_condition **out);
+
+/**
+ * Opens the shared condition named `name` in `space` (NULL: the default space), with the lock
+ * it was created over. Errors: as `weft_lock_open`.
+ *
+ * # Safety
+ * As `weft_lock_open`.
+ */
+weft_status weft_condition_open(weft_space *space, const char *name, weft_condition **out);
+
+/**
+ * Writes a token for the shared condition (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_condition_token(const weft_condition *cond, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared condition a token designates, with its lock (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_condition_from_token(const void *token, size_t len, weft_condition **out);
+
+/**
+ * Marks the shared condition's lock consistent after a call returned WEFT_OWNER_DEAD (as
+ * `weft_lock_mark_consistent` / `weft_rlock_mark_consistent` on the lock). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (not awaiting recovery, or a private condition),
+ * WEFT_NOT_OWNER.
+ *
+ * # Safety
+ * `cond` must be NULL or a handle from weft.
+ */
+weft_status weft_condition_mark_consistent(weft_condition *cond);
 
 /**
  * Creates a cleared event in `*out` (free with `weft_event_free`). Errors: WEFT_NULL_ARGUMENT.

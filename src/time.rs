@@ -61,10 +61,11 @@ impl Deadline {
     }
 
     /// This deadline or one `slice_ns` from now, whichever comes first, and whether the slice
-    /// won (for waits that wake up periodically to re-check something).
+    /// won (for waits that wake up periodically to re-check something). `Now` stays `Now`.
     pub fn capped(&self, slice_ns: u64) -> (Deadline, bool) {
         let slice = Deadline::from_timeout_ns(slice_ns);
         match (*self, slice) {
+            (Deadline::Now, _) => (Deadline::Now, false),
             (Deadline::At(a), Deadline::At(b)) if a <= b => (*self, false),
             _ => (slice, true),
         }

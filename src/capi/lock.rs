@@ -26,7 +26,7 @@ pub struct weft_lock {
 }
 
 impl weft_lock {
-    fn new(inner: Placed<Lock, RobustLock<SharedWord>>) -> weft_lock {
+    pub(crate) fn new(inner: Placed<Lock, RobustLock<SharedWord>>) -> weft_lock {
         weft_lock { tag: Tag::of::<weft_lock>(), inner }
     }
 }
@@ -115,7 +115,7 @@ pub struct weft_rlock {
 }
 
 impl weft_rlock {
-    fn new(inner: Placed<RLock, RobustRLock<SharedWord>>) -> weft_rlock {
+    pub(crate) fn new(inner: Placed<RLock, RobustRLock<SharedWord>>) -> weft_rlock {
         weft_rlock { tag: Tag::of::<weft_rlock>(), inner }
     }
 }

@@ -54,6 +54,16 @@ pub(crate) unsafe fn create_in<S: SharedPod>(
 ) -> Result<Typed<S>> {
     // SAFETY: forwarded contracts.
     let (h, name) = unsafe { (space_or_default(space)?, super::opt_str(name, "name")?) };
+    create_in_handle(h, name.as_deref(), kind, value)
+}
+
+/// Creates a shared object of `kind` holding `value` in the space `h`, named `name`.
+pub(crate) fn create_in_handle<S: SharedPod>(
+    h: std::sync::Arc<crate::space::handle::SpaceHandle>,
+    name: Option<&str>,
+    kind: u32,
+    value: S,
+) -> Result<Typed<S>> {
     let mut value = Some(value);
     let mut init = |p: *mut u8| {
         // SAFETY: `p` is a fresh payload of size_of::<S>() bytes, 64-aligned (>= align of S per
@@ -61,7 +71,7 @@ pub(crate) unsafe fn create_in<S: SharedPod>(
         unsafe { (p as *mut S).write(value.take().expect("init runs once")) };
         Ok(())
     };
-    let r = SharedRef::create(h, kind, std::mem::size_of::<S>() as u64, name.as_deref(), &mut init)?;
+    let r = SharedRef::create(h, kind, std::mem::size_of::<S>() as u64, name, &mut init)?;
     Typed::new(r)
 }
 

@@ -650,10 +650,6 @@ mod tests {
         Space::format(Segment::anonymous(SIZE).unwrap()).unwrap()
     }
 
-    fn exited_ok(status: i32) -> bool {
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-    }
-
     struct XorShift(u64);
     impl XorShift {
         fn next(&mut self) -> u64 {

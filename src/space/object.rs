@@ -11,7 +11,9 @@
 //! | reserved | u32  | 0                                                                 |
 //! | `serial` | u64  | unique within the space: a freed and reused block gets a new one  |
 //! | `size`   | u64  | payload bytes                                                     |
-//! | reserved | 32 B | 0                                                                 |
+//! | `dep`    | u64  | offset of an object this one holds a reference to (0: none)       |
+//! | `dep_serial` | u64 | that object's serial                                          |
+//! | reserved | 16 B | 0                                                                 |
 //!
 //! The payload follows at offset 64 of the block (so it is 64-byte aligned).
 //!
@@ -21,6 +23,8 @@
 //! one while it names the object. Releasing the last reference frees the block. References are
 //! counted under the space's lock. A process killed while holding references never releases
 //! them: the object then lives as long as the space (a bounded leak, never a dangling object).
+//! An object may hold a reference to one other object (a condition to its lock, see
+//! [`Space::set_dependency`]); it is released when the holder is freed.
 //!
 //! # Tokens
 //!
@@ -84,7 +88,9 @@ struct ObjHeader {
     reserved: AtomicU32,
     serial: AtomicU64,
     size: AtomicU64,
-    pad: [AtomicU64; 4],
+    dep: AtomicU64,
+    dep_serial: AtomicU64,
+    pad: [AtomicU64; 2],
 }
 
 const _: () = assert!(std::mem::size_of::<ObjHeader>() as u64 == OBJECT_HEADER);
@@ -216,6 +222,8 @@ impl Space {
         h.reserved.store(0, Relaxed);
         h.serial.store(serial, Relaxed);
         h.size.store(size, Relaxed);
+        h.dep.store(0, Relaxed);
+        h.dep_serial.store(0, Relaxed);
         h.magic.store(OBJECT_MAGIC, Release);
         if let (Some(i), Some(words)) = (slot, words) {
             self.publish_entry(i, kind, off, size, &words);
@@ -289,18 +297,67 @@ impl Space {
     }
 
     fn release_locked(&self, offset: u64, serial: u64) -> Result<()> {
-        let cur = self.check_object(offset, self.next()?)?;
-        if cur.serial != serial {
-            return Err(Error::new(WEFT_NOT_FOUND, format!("the object at offset {offset} was already freed")));
-        }
-        let h = self.obj(offset)?;
-        let refs = h.refs.load(Relaxed) - 1; // check_object: refs >= 1
-        h.refs.store(refs, Relaxed);
-        if refs == 0 {
+        let (mut offset, mut serial) = (offset, serial);
+        // A chain of dependencies is followed iteratively; each step frees a block, so the
+        // loop ends (at most one step per block of the area).
+        loop {
+            let cur = self.check_object(offset, self.next()?)?;
+            if cur.serial != serial {
+                return Err(Error::new(WEFT_NOT_FOUND, format!("the object at offset {offset} was already freed")));
+            }
+            let h = self.obj(offset)?;
+            let refs = h.refs.load(Relaxed) - 1; // check_object: refs >= 1
+            h.refs.store(refs, Relaxed);
+            if refs != 0 {
+                return Ok(());
+            }
+            let (dep, dep_serial) = (h.dep.load(Relaxed), h.dep_serial.load(Relaxed));
             h.magic.store(0, Release);
             self.free_locked(offset, cur.size + OBJECT_HEADER, DATA_ALIGN)?;
+            if dep == 0 {
+                return Ok(());
+            }
+            (offset, serial) = (dep, dep_serial);
         }
+    }
+
+    /// Makes `holder` keep a reference to `dep` (another object of the space) until `holder`
+    /// is freed. Set once, right after creating `holder`.
+    ///
+    /// Errors: `WEFT_INVALID_STATE` when `holder` has a dependency already; `WEFT_NOT_FOUND`
+    /// when either object is gone; `WEFT_CORRUPTED` and the lock's errors.
+    /// Thread safety: callable from any thread of any process using the space.
+    pub fn set_dependency(&self, holder: &ObjectRef, dep: &ObjectRef) -> Result<()> {
+        let _g = self.lock()?;
+        let next = self.next()?;
+        let h = self.check_object(holder.offset, next)?;
+        let d = self.check_object(dep.offset, next)?;
+        if h.serial != holder.serial || d.serial != dep.serial {
+            return Err(Error::new(WEFT_NOT_FOUND, "an object to link was freed"));
+        }
+        let hh = self.obj(holder.offset)?;
+        if hh.dep.load(Relaxed) != 0 {
+            return Err(Error::new(WEFT_INVALID_STATE, "the object already holds a dependency"));
+        }
+        self.take_ref(d, None, &|| "the dependency".to_string())?;
+        hh.dep_serial.store(dep.serial, Relaxed);
+        hh.dep.store(dep.offset, Release);
         Ok(())
+    }
+
+    /// The dependency of a live object (see [`set_dependency`](Self::set_dependency)): its
+    /// `(offset, serial)`, or `None`.
+    ///
+    /// Errors: `WEFT_NOT_FOUND`, `WEFT_CORRUPTED` and the lock's errors.
+    pub fn dependency(&self, r: &ObjectRef) -> Result<Option<(u64, u64)>> {
+        let _g = self.lock()?;
+        let cur = self.check_object(r.offset, self.next()?)?;
+        if cur.serial != r.serial {
+            return Err(Error::new(WEFT_NOT_FOUND, "the object was freed"));
+        }
+        let h = self.obj(r.offset)?;
+        let dep = h.dep.load(Acquire);
+        Ok((dep != 0).then(|| (dep, h.dep_serial.load(Relaxed))))
     }
 
     /// A pointer to the payload of a referenced object. Valid while `self` lives.
@@ -394,6 +451,21 @@ mod tests {
         assert_eq!(d.offset, a.offset);
         assert_ne!(d.serial, a.serial);
         assert_eq!(space.open_ref(a.offset, a.serial, None).unwrap_err().code, WEFT_NOT_FOUND);
+    }
+
+    #[test]
+    fn dependency_is_released_with_its_holder() {
+        let space = new_space();
+        let lock = space.create_object(KIND_LOCK, 16, None, &mut zero_init).unwrap();
+        let cond = space.create_object(KIND_CONDITION, 64, None, &mut zero_init).unwrap();
+        space.set_dependency(&cond, &lock).unwrap();
+        assert_eq!(space.dependency(&cond).unwrap(), Some((lock.offset, lock.serial)));
+        assert_eq!(space.set_dependency(&cond, &lock).unwrap_err().code, WEFT_INVALID_STATE);
+        space.release(&lock).unwrap();
+        // The condition still holds the lock.
+        assert!(space.open_ref(lock.offset, lock.serial, None).is_ok_and(|r| space.release(&r).is_ok()));
+        space.release(&cond).unwrap();
+        assert_eq!(space.open_ref(lock.offset, lock.serial, None).unwrap_err().code, WEFT_NOT_FOUND);
     }
 
     #[test]

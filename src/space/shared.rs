@@ -50,6 +50,10 @@ unsafe impl SharedPod for crate::sync::RobustRLock<crate::futex::SharedWord> {}
 unsafe impl SharedPod for crate::sync::Semaphore<crate::futex::SharedWord> {}
 // SAFETY: as above.
 unsafe impl SharedPod for crate::sync::Event<crate::futex::SharedWord> {}
+// SAFETY: as above (pinned-size, all-atomics waiter table).
+unsafe impl SharedPod for crate::sync::SharedCondition<crate::futex::SharedWord> {}
+// SAFETY: as above.
+unsafe impl SharedPod for crate::sync::SharedBarrier<crate::futex::SharedWord> {}
 
 /// A reference to an object in a space, held by this process. Dropping it releases the
 /// reference — unless the process is a forked child that inherited it (the reference belongs to
@@ -164,6 +168,16 @@ impl SharedRef {
         };
         handle.ensure_joined()?;
         let r = handle.space().open_ref(offset, serial, Some(kind))?;
+        SharedRef::wrap(handle, r, size)
+    }
+
+    /// Opens the object at `(offset, serial)` of the space `handle` (for instance a
+    /// dependency); `kind` and `size` as in [`open`](Self::open).
+    ///
+    /// Errors: those of [`Space::open_ref`](super::layout::Space::open_ref).
+    pub fn open_ref(handle: Arc<SpaceHandle>, offset: u64, serial: u64, kind: Option<u32>, size: Option<u64>) -> Result<SharedRef> {
+        handle.ensure_joined()?;
+        let r = handle.space().open_ref(offset, serial, kind)?;
         SharedRef::wrap(handle, r, size)
     }
 

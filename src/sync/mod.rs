@@ -12,6 +12,8 @@ pub mod lock;
 pub mod rlock;
 pub mod robust;
 pub mod semaphore;
+pub mod shared_barrier;
+pub mod shared_condition;
 
 #[cfg(test)]
 mod models;
@@ -23,3 +25,5 @@ pub use lock::Lock;
 pub use rlock::RLock;
 pub use robust::{RobustLock, RobustRLock};
 pub use semaphore::Semaphore;
+pub use shared_barrier::SharedBarrier;
+pub use shared_condition::{RobustCondLock, SharedCondition};

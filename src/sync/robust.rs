@@ -365,7 +365,10 @@ impl<W: Word> RobustRLock<W> {
         if !self.is_owned() {
             return Err(Error::new(crate::status::WEFT_NOT_OWNER, "cannot release un-acquired rlock"));
         }
-        let d = self.depth.load(Relaxed) - 1;
+        // The owner's depth is at least 1; 0 means a peer scribbled on it.
+        let d = self.depth.load(Relaxed).checked_sub(1).ok_or_else(|| {
+            Error::new(crate::status::WEFT_CORRUPTED, "shared rlock depth is 0 while owned (damaged)")
+        })?;
         self.depth.store(d, Relaxed);
         if d == 0 {
             self.lock.release()?;
@@ -379,6 +382,36 @@ impl<W: Word> RobustRLock<W> {
             return Err(Error::new(crate::status::WEFT_NOT_OWNER, "only the owner may mark the rlock consistent"));
         }
         self.lock.mark_consistent()
+    }
+
+    /// Releases every level at once and returns the depth it had, for
+    /// [`acquire_restore`](Self::acquire_restore) (a condition wait). A depth word that a peer
+    /// zeroed counts as 1: the caller owns the lock, so it holds at least one level.
+    ///
+    /// Errors: `WEFT_NOT_OWNER` when the caller does not own the lock; as
+    /// [`RobustLock::release`]. Thread- and process-safe.
+    pub fn release_all(&self) -> Result<u32> {
+        if !self.is_owned() {
+            return Err(Error::new(crate::status::WEFT_NOT_OWNER, "cannot release un-acquired rlock"));
+        }
+        let saved = self.depth.load(Relaxed).max(1);
+        self.depth.store(0, Relaxed);
+        self.lock.release()?;
+        Ok(saved)
+    }
+
+    /// Re-acquires the lock after [`release_all`](Self::release_all) — waiting without a
+    /// deadline and ignoring cancel requests — and restores the depth `saved` (at least 1).
+    ///
+    /// Errors: `WEFT_OWNER_DEAD` (the lock is held, at depth `saved`, and its previous holder
+    /// died: repair, then [`mark_consistent`](Self::mark_consistent)); `WEFT_NOT_RECOVERABLE`
+    /// (not held); an error reading the caller's identity. Thread- and process-safe.
+    pub fn acquire_restore(&self, saved: u32) -> Result<()> {
+        let r = self.lock.acquire(Deadline::Never, Interrupt::Uninterruptible);
+        if r.is_ok() || r.as_ref().is_err_and(|e| e.code == WEFT_OWNER_DEAD) {
+            self.depth.store(saved.max(1), Relaxed);
+        }
+        r
     }
 
     /// Levels the calling thread holds (0 when it does not own the lock).
