@@ -1,4 +1,5 @@
-/* weft demo: the `threading` programs of the Python tutorials in seeds/, ported to C.
+/* weft demo: the `threading` and `multiprocessing` programs of the Python tutorials in seeds/,
+ * ported to C.
  *
  * Each section names the seed program it follows and prints what the Python version prints
  * (in English where the tutorial printed Chinese). Sleeps are scaled down (1 s -> 20-50 ms)
@@ -10,13 +11,17 @@
  *      -Wl,-rpath,$PWD/target/release -o demo && ./demo
  */
 #define _POSIX_C_SOURCE 200809L
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "weft.h"
 
@@ -496,6 +501,138 @@ static void demo_daemon(void) {
     /* Returning from main: weft joins non-daemon threads at exit, and not this one. */
 }
 
+/* ---- 9. multiprocessing: shared memory between processes (seed 003) ---------------------- *
+ * Processes are started with fork() here; objects created in the default space (a NULL
+ * weft_space) are inherited by forked children, as Python's are with the fork start method. */
+
+/* Forks a child that runs fn(arg) and exits with 0 on success. */
+static pid_t fork_run(void (*fn)(void *), void *arg) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        fn(arg);
+        fflush(stdout);
+        _exit(0);
+    }
+    return pid;
+}
+
+static void join_child(pid_t pid) {
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0) {}
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "child %d failed (status %#x)\n", (int)pid, st);
+        exit(1);
+    }
+}
+
+struct value_array {
+    weft_array *num, *arr;
+};
+
+static void set_value_array(void *p) {
+    struct value_array *va = p;
+    double pi = 3.14;
+    int five = 5;
+    CHECK(weft_array_set(va->num, 0, &pi, sizeof pi)); /* n.value = 3.14 */
+    CHECK(weft_array_set(va->arr, 0, &five, sizeof five)); /* a[0] = 5 */
+}
+
+static void demo_value_array(void) {
+    section("multiprocessing: Value and Array shared with a child process (seed 003)");
+    struct value_array va;
+    int init[10];
+    for (int i = 0; i < 10; i++) init[i] = i; /* range(10) */
+    CHECK(weft_array_new_in(NULL, NULL, 'd', 1, NULL, true, &va.num)); /* Value('d', 0.0) */
+    CHECK(weft_array_new_in(NULL, NULL, 'i', 10, init, true, &va.arr)); /* Array('i', range(10)) */
+    join_child(fork_run(set_value_array, &va));
+    double num;
+    int arr[10];
+    CHECK(weft_array_get(va.num, 0, &num, sizeof num));
+    CHECK(weft_array_read(va.arr, 0, 10, arr, sizeof arr));
+    printf("%g\n[", num);
+    for (int i = 0; i < 10; i++) printf("%s%d", i ? ", " : "", arr[i]);
+    printf("]\n");
+    weft_array_free(va.num);
+    weft_array_free(va.arr);
+}
+
+static weft_lock *print_lock;
+
+static void hello_num(void *p) {
+    CHECK(weft_lock_acquire(print_lock, WEFT_FOREVER));
+    printf("Hello Num: %ld\n", (long)(intptr_t)p);
+    CHECK(weft_lock_release(print_lock));
+}
+
+static void demo_process_lock(void) {
+    section("multiprocessing: Lock shared by 20 processes (seed 003)");
+    CHECK(weft_lock_new_in(NULL, NULL, &print_lock)); /* multiprocessing.Lock() */
+    pid_t kids[20];
+    for (long num = 0; num < 20; num++) kids[num] = fork_run(hello_num, (void *)(intptr_t)num);
+    for (int i = 0; i < 20; i++) join_child(kids[i]);
+    weft_lock_free(print_lock);
+}
+
+static weft_semaphore *wc;
+
+static void go_wc(void *p) {
+    long user = (long)(intptr_t)p;
+    CHECK(weft_semaphore_acquire(wc, WEFT_FOREVER));
+    printf("user %ld takes a stall\n", user);
+    sleep_ms(20 + 10 * (unsigned)(user % 3));
+    CHECK(weft_semaphore_release(wc, 1));
+    printf("user %ld OK\n", user);
+}
+
+static void demo_process_semaphore(void) {
+    section("multiprocessing: Semaphore(2) shared by 5 processes (seed 003)");
+    CHECK(weft_semaphore_new_in(NULL, NULL, 2, false, &wc));
+    pid_t kids[5];
+    for (long i = 0; i < 5; i++) kids[i] = fork_run(go_wc, (void *)(intptr_t)i);
+    for (int i = 0; i < 5; i++) join_child(kids[i]);
+    weft_semaphore_free(wc);
+}
+
+/* What Python cannot do: a process killed while holding a lock. */
+static weft_array *balance;
+
+static void die_holding_lock(void *p) {
+    (void)p;
+    CHECK(weft_lock_acquire(print_lock, WEFT_FOREVER));
+    long half = 50;
+    CHECK(weft_array_store(balance, 0, half)); /* half-way through an update... */
+    kill(getpid(), SIGKILL);                   /* ...killed */
+}
+
+static void demo_owner_dead(void) {
+    section("A process killed while holding a Lock: the next acquirer recovers");
+    CHECK(weft_lock_new_in(NULL, NULL, &print_lock));
+    CHECK(weft_array_new_in(NULL, NULL, 'q', 1, NULL, false, &balance));
+    pid_t pid = fork_run(die_holding_lock, NULL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0) {}
+    printf("child killed by signal %d while holding the lock\n", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    weft_status s = weft_lock_acquire(print_lock, 5000 * MS);
+    printf("acquire -> %s (multiprocessing.Lock would hang here forever)\n", weft_status_name(s));
+    if (s != WEFT_OWNER_DEAD) CHECK(s);
+    int64_t v = 0;
+    CHECK(weft_array_load(balance, 0, &v));
+    printf("balance found at %lld, repaired to 0\n", (long long)v);
+    CHECK(weft_array_store(balance, 0, 0));
+    CHECK(weft_lock_mark_consistent(print_lock));
+    CHECK(weft_lock_release(print_lock));
+    CHECK(weft_lock_acquire(print_lock, 0));
+    CHECK(weft_lock_release(print_lock));
+    printf("lock usable again\n");
+    weft_array_free(balance);
+    weft_lock_free(print_lock);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("weft %s demo: Python threading programs in C\n", weft_version());
@@ -511,5 +648,9 @@ int main(void) {
     demo_cancel();
     demo_thread_local();
     demo_daemon();
+    demo_value_array();
+    demo_process_lock();
+    demo_process_semaphore();
+    demo_owner_dead();
     return 0;
 }

@@ -67,7 +67,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // The demo inherits stdout and stderr, so its output goes straight through.
-    let status = match Command::new(&exe).status() {
+    // `cargo run` sets LD_LIBRARY_PATH to its own target directories, which would outrank the
+    // rpath and could load a stale libweft.so from an earlier build.
+    let status = match Command::new(&exe).env_remove("LD_LIBRARY_PATH").status() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("demo: cannot run {}: {e}", exe.display());

@@ -99,7 +99,10 @@ static RUNNING: Mutex<()> = Mutex::new(());
 fn run_suite(exe: &Path, env: &[(&str, &str)]) {
     let _one_at_a_time = RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let start = Instant::now();
+    // LD_LIBRARY_PATH (set by cargo to its own deps directories) would outrank the rpath and
+    // could load another build of libweft.so than the one the suite was linked against.
     let mut child = Command::new(exe)
+        .env_remove("LD_LIBRARY_PATH")
         .envs(env.iter().copied())
         .current_dir(common::root())
         .stdin(Stdio::null())
