@@ -97,11 +97,36 @@ typedef struct weft_call weft_call;
 typedef struct weft_condition weft_condition;
 
 /**
+ * A dict of byte strings to byte strings living in a space (Python's `Manager().dict()`,
+ * without a manager process): every process that opens it reads and updates the same entries.
+ * Keys and values are copied in and out; both may be empty and up to 1 GiB. Iteration
+ * (`weft_dict_items`) follows insertion order, as in Python.
+ *
+ * Thread-safe and process-safe: every call holds the dict's robust lock. A process killed in
+ * the middle of an update leaves the dict as it was before that update or as it is after it —
+ * never in between — and the next call repairs it without reporting anything (each update
+ * commits with one store; see `src/space/dict.rs`). The entries' memory returns to the space
+ * with the last handle on the dict.
+ */
+typedef struct weft_dict weft_dict;
+
+/**
  * A flag threads can wait for (Python's `threading.Event`, or `multiprocessing.Event` when
  * created in a space). Thread-safe; a shared one is also process-safe. A waiter that dies
  * never holds up `set`: setting wakes every sleeper and waits for none.
  */
 typedef struct weft_event weft_event;
+
+/**
+ * A list of byte strings living in a space (Python's `Manager().list()`, without a manager
+ * process). Indices follow Python: negative ones count from the end; `insert` clamps. Items
+ * are copied in and out, may be empty and up to 1 GiB.
+ *
+ * Thread-safe and process-safe: every call holds the list's robust lock. A process killed in
+ * the middle of an update leaves the list as before or as after that update, and the next
+ * call repairs it silently. The items' memory returns to the space with the last handle.
+ */
+typedef struct weft_list weft_list;
 
 /**
  * A thread-local slot: each thread sees its own pointer, NULL until it sets one.
@@ -845,6 +870,148 @@ weft_status weft_condition_from_token(const void *token, size_t len, weft_condit
 weft_status weft_condition_mark_consistent(weft_condition *cond);
 
 /**
+ * Creates an empty shared dict in `space` (NULL: the default space, inherited by forked
+ * children), named `name` (NULL: unnamed). Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT
+ * (bad name), WEFT_EXISTS, WEFT_NO_MEMORY, WEFT_CORRUPTED, WEFT_TIMEOUT, WEFT_NOT_RECOVERABLE,
+ * WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` NULL or a NUL-terminated string; `out`
+ * writable.
+ */
+weft_status weft_dict_new_in(weft_space *space, const char *name, weft_dict **out);
+
+/**
+ * Opens the shared dict named `name` in `space` (NULL: the default space). Errors: as
+ * `weft_lock_open`.
+ *
+ * # Safety
+ * `space` must be NULL or a handle from weft; `name` a NUL-terminated string; `out` writable.
+ */
+weft_status weft_dict_open(weft_space *space, const char *name, weft_dict **out);
+
+/**
+ * Writes a token for the dict (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_dict_token(const weft_dict *dict, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the dict a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_dict_from_token(const void *token, size_t len, weft_dict **out);
+
+/**
+ * Sets `d[key] = value` (a new key goes last in iteration order; replacing keeps the key's
+ * place). Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (a key or value above 1 GiB),
+ * WEFT_NO_MEMORY (space full; the dict is unchanged), WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `key`/`value` must point at `key_len`/`value_len`
+ * readable bytes (or be NULL with length 0).
+ */
+weft_status weft_dict_set(weft_dict *dict, const void *key, size_t key_len, const void *value, size_t value_len);
+
+/**
+ * Returns a copy of `d[key]` in `*value` (free with `weft_bytes_free`). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_NOT_FOUND (no such key; Python's KeyError), WEFT_CORRUPTED,
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `key` `key_len` readable bytes; `value` writable.
+ */
+weft_status weft_dict_get(const weft_dict *dict, const void *key, size_t key_len, weft_bytes **value);
+
+/**
+ * Copies `d[key]` into `buf` (`cap` bytes) and its length into `*len`. When the value does
+ * not fit, nothing is copied, `*len` receives the size needed and the call returns
+ * WEFT_BUFFER_TOO_SMALL. Errors: as `weft_dict_get`.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `key` `key_len` readable bytes; `buf` `cap`
+ * writable bytes (or NULL with `cap` 0); `len` writable.
+ */
+weft_status weft_dict_get_into(const weft_dict *dict, const void *key, size_t key_len, void *buf, size_t cap, size_t *len);
+
+/**
+ * Python's `setdefault`: when `key` is absent, stores `default`. `*value` (when `value` is not
+ * NULL) receives the value now stored under `key`. Errors: as `weft_dict_set`.
+ *
+ * # Safety
+ * As `weft_dict_set`; `value` NULL or writable.
+ */
+weft_status weft_dict_set_default(weft_dict *dict, const void *key, size_t key_len, const void *default_value, size_t default_len, weft_bytes **value);
+
+/**
+ * Writes whether `key` is in the dict to `*found`. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `key` `key_len` readable bytes; `found` writable.
+ */
+weft_status weft_dict_contains(const weft_dict *dict, const void *key, size_t key_len, bool *found);
+
+/**
+ * Removes `key` (`del d[key]`). Errors: WEFT_NULL_ARGUMENT, WEFT_NOT_FOUND, WEFT_CORRUPTED,
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `key` `key_len` readable bytes.
+ */
+weft_status weft_dict_delete(weft_dict *dict, const void *key, size_t key_len);
+
+/**
+ * Removes `key` and returns its value in `*value` (when not NULL; free with
+ * `weft_bytes_free`), atomically (Python's `pop`). Errors: as `weft_dict_delete`.
+ *
+ * # Safety
+ * As `weft_dict_delete`; `value` NULL or writable.
+ */
+weft_status weft_dict_pop(weft_dict *dict, const void *key, size_t key_len, weft_bytes **value);
+
+/**
+ * Writes the number of keys to `*len`. Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED,
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `len` writable.
+ */
+weft_status weft_dict_len(const weft_dict *dict, size_t *len);
+
+/**
+ * Removes every key. Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft.
+ */
+weft_status weft_dict_clear(weft_dict *dict);
+
+/**
+ * A snapshot of every entry, in insertion order, packed into one buffer `*items` (free with
+ * `weft_bytes_free`): for each entry, the key's length and the value's length as two
+ * native-endian `uint64_t`, then the key's bytes, then the value's bytes, with no padding.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft; `items` writable.
+ */
+weft_status weft_dict_items(const weft_dict *dict, weft_bytes **items);
+
+/**
+ * Frees the handle; the dict is freed with the last handle on it in any process (and, when
+ * named, after `weft_space_remove`). NULL is a no-op.
+ *
+ * # Safety
+ * `dict` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_dict_free(weft_dict *dict);
+
+/**
  * Creates a cleared event in `*out` (free with `weft_event_free`). Errors: WEFT_NULL_ARGUMENT.
  *
  * # Safety
@@ -929,6 +1096,133 @@ weft_status weft_event_token(const weft_event *event, void *buf, size_t cap, siz
  * As `weft_lock_from_token`.
  */
 weft_status weft_event_from_token(const void *token, size_t len, weft_event **out);
+
+/**
+ * Creates an empty shared list in `space` (NULL: the default space), named `name` (NULL:
+ * unnamed). Errors: as `weft_dict_new_in`.
+ *
+ * # Safety
+ * As `weft_dict_new_in`.
+ */
+weft_status weft_list_new_in(weft_space *space, const char *name, weft_list **out);
+
+/**
+ * Opens the shared list named `name` in `space` (NULL: the default space). Errors: as
+ * `weft_lock_open`.
+ *
+ * # Safety
+ * As `weft_dict_open`.
+ */
+weft_status weft_list_open(weft_space *space, const char *name, weft_list **out);
+
+/**
+ * Writes a token for the list (see `weft_lock_token`).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_list_token(const weft_list *list, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the list a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_list_from_token(const void *token, size_t len, weft_list **out);
+
+/**
+ * Appends a copy of `item` (`len` bytes). Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT
+ * (above 1 GiB), WEFT_NO_MEMORY (space full; the list is unchanged), WEFT_CORRUPTED,
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft; `item` `len` readable bytes (or NULL with 0).
+ */
+weft_status weft_list_append(weft_list *list, const void *item, size_t len);
+
+/**
+ * Inserts a copy of `item` before position `index` (Python's `insert`: negative from the end,
+ * clamped to the list). Errors: as `weft_list_append`.
+ *
+ * # Safety
+ * As `weft_list_append`.
+ */
+weft_status weft_list_insert(weft_list *list, int64_t index, const void *item, size_t len);
+
+/**
+ * Replaces the item at `index` (negative from the end). Errors: as `weft_list_append`, and
+ * WEFT_NOT_FOUND (index out of range; Python's IndexError).
+ *
+ * # Safety
+ * As `weft_list_append`.
+ */
+weft_status weft_list_set(weft_list *list, int64_t index, const void *item, size_t len);
+
+/**
+ * Returns a copy of the item at `index` in `*item` (free with `weft_bytes_free`). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_NOT_FOUND (out of range), WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft; `item` writable.
+ */
+weft_status weft_list_get(const weft_list *list, int64_t index, weft_bytes **item);
+
+/**
+ * Copies the item at `index` into `buf` (`cap` bytes) and its length into `*len`; when it does
+ * not fit nothing is copied, `*len` is the size needed and the call returns
+ * WEFT_BUFFER_TOO_SMALL. Errors: as `weft_list_get`.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft; `buf` `cap` writable bytes (or NULL with 0);
+ * `len` writable.
+ */
+weft_status weft_list_get_into(const weft_list *list, int64_t index, void *buf, size_t cap, size_t *len);
+
+/**
+ * Removes the item at `index` (-1: the last, Python's `pop()`) and returns it in `*item`
+ * (when not NULL; free with `weft_bytes_free`). Errors: as `weft_list_get`.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft; `item` NULL or writable.
+ */
+weft_status weft_list_pop(weft_list *list, int64_t index, weft_bytes **item);
+
+/**
+ * Writes the number of items to `*len`. Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED,
+ * WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft; `len` writable.
+ */
+weft_status weft_list_len(const weft_list *list, size_t *len);
+
+/**
+ * Removes every item. Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft.
+ */
+weft_status weft_list_clear(weft_list *list);
+
+/**
+ * A snapshot of every item, in order, packed into one buffer `*items` (free with
+ * `weft_bytes_free`): for each item its length as a native-endian `uint64_t`, then its bytes,
+ * with no padding. Errors: WEFT_NULL_ARGUMENT, WEFT_CORRUPTED, WEFT_NOT_RECOVERABLE.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft; `items` writable.
+ */
+weft_status weft_list_items(const weft_list *list, weft_bytes **items);
+
+/**
+ * Frees the handle; the list is freed with the last handle on it in any process (and, when
+ * named, after `weft_space_remove`). NULL is a no-op.
+ *
+ * # Safety
+ * `list` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_list_free(weft_list *list);
 
 /**
  * Creates a slot in `*out`. `destructor` (may be NULL) is called with each non-NULL value

@@ -18,10 +18,12 @@
 
 mod alloc;
 pub mod array;
+pub mod dict;
 mod name;
 mod segment;
 pub mod handle;
 pub mod layout;
+pub mod list;
 pub mod liveness;
 pub mod object;
 pub mod shared;

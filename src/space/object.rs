@@ -41,6 +41,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// Bytes of the object header; the payload starts this far into the block.
 pub(crate) const OBJECT_HEADER: u64 = 64;
 const OBJECT_MAGIC: u32 = u32::from_le_bytes(*b"wfob");
+/// Magic of an object whose last reference is gone while its owner finalizes it (frees the
+/// blocks the payload points to); it can no longer be opened.
+const DYING_MAGIC: u32 = u32::from_le_bytes(*b"wfdy");
 
 /// Kind of a Lock (a `RobustLock`).
 pub(crate) const KIND_LOCK: u32 = 1;
@@ -319,6 +322,46 @@ impl Space {
             }
             (offset, serial) = (dep, dep_serial);
         }
+    }
+
+    /// Drops one reference like [`release`](Self::release), except that when it is the last
+    /// one the block is not freed: the object is marked dying (it can no longer be opened) and
+    /// `Ok(true)` tells the caller to free what the payload owns and then call
+    /// [`free_dying`](Self::free_dying). A caller that dies in between leaks the block.
+    ///
+    /// Errors: as [`release`](Self::release).
+    pub fn release_for_finalize(&self, r: &ObjectRef) -> Result<bool> {
+        let _g = self.lock()?;
+        let cur = self.check_object(r.offset, self.next()?)?;
+        if cur.serial != r.serial {
+            return Err(Error::new(WEFT_NOT_FOUND, format!("the object at offset {} was already freed", r.offset)));
+        }
+        let h = self.obj(r.offset)?;
+        let refs = h.refs.load(Relaxed) - 1; // check_object: refs >= 1
+        if refs != 0 {
+            h.refs.store(refs, Relaxed);
+            return Ok(false);
+        }
+        h.magic.store(DYING_MAGIC, Release);
+        Ok(true)
+    }
+
+    /// Frees a dying object's block (see [`release_for_finalize`](Self::release_for_finalize))
+    /// and releases its dependency.
+    ///
+    /// Errors: `WEFT_NOT_FOUND` when the object is not dying with that serial; `WEFT_CORRUPTED`
+    /// and the lock's errors.
+    pub fn free_dying(&self, r: &ObjectRef) -> Result<()> {
+        let _g = self.lock()?;
+        let h = self.obj(r.offset)?;
+        if h.magic.load(Acquire) != DYING_MAGIC || h.serial.load(Relaxed) != r.serial || h.size.load(Relaxed) != r.size {
+            return Err(Error::new(WEFT_NOT_FOUND, format!("no dying object at offset {}", r.offset)));
+        }
+        // Revive it with one reference so that the ordinary release path frees it and its
+        // dependency, with the same checks.
+        h.refs.store(1, Relaxed);
+        h.magic.store(OBJECT_MAGIC, Release);
+        self.release_locked(r.offset, r.serial)
     }
 
     /// Makes `holder` keep a reference to `dep` (another object of the space) until `holder`

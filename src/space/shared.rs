@@ -24,7 +24,8 @@
 use super::handle::{find_by_uid, SpaceHandle};
 use super::liveness;
 use super::name::NAME_MAX_LEN;
-use super::object::{kind_name, ObjectRef};
+use super::object::{kind_name, ObjectRef, KIND_DICT, KIND_LIST};
+use crate::time::Deadline;
 use crate::status::{Error, Result, WEFT_CORRUPTED, WEFT_INVALID_ARGUMENT, WEFT_NOT_FOUND};
 use std::sync::Arc;
 
@@ -261,8 +262,27 @@ impl<T: SharedPod> Typed<T> {
 
 impl Drop for SharedRef {
     fn drop(&mut self) {
-        if self.generation == liveness::generation() {
-            let _ = self.handle.space().release(&self.r);
+        if self.generation != liveness::generation() {
+            return;
+        }
+        let space = self.handle.space();
+        match self.r.kind {
+            // Objects whose payload owns other blocks: the last reference frees them first.
+            KIND_DICT | KIND_LIST => {
+                if let Ok(true) = space.release_for_finalize(&self.r) {
+                    let cleared = match self.r.kind {
+                        KIND_DICT => super::dict::SharedDict::open(space, &self.r).and_then(|d| d.clear(Deadline::Never)),
+                        _ => super::list::SharedList::open(space, &self.r).and_then(|l| l.clear(Deadline::Never)),
+                    };
+                    // A dict that cannot be cleared (damaged) keeps its blocks: leaked, not reused.
+                    if cleared.is_ok() {
+                        let _ = space.free_dying(&self.r);
+                    }
+                }
+            }
+            _ => {
+                let _ = space.release(&self.r);
+            }
         }
     }
 }
