@@ -162,3 +162,179 @@ void pester_stop(pester *p) {
     pthread_join(p->thread, NULL);
     ASSERT_GT(atomic_load(&pester_signals), 0); /* the wait really was interrupted */
 }
+
+/* ---- processes -------------------------------------------------------------------------- */
+
+#include <dirent.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+pid_t xp_fork(void (*fn)(void *), void *arg) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        fn(arg);
+        _exit(0);
+    }
+    return pid;
+}
+
+static const char *describe_status(int st, char *buf, size_t cap) {
+    if (WIFEXITED(st))
+        snprintf(buf, cap, "exit code %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, cap, "signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        snprintf(buf, cap, "wait status %d", st);
+    return buf;
+}
+
+int xp_wait(pid_t pid, unsigned timeout_ms) {
+    uint64_t deadline = runner_now_ns() + (uint64_t)timeout_ms * MS;
+    for (;;) {
+        int st = 0;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return st;
+        if (r < 0 && errno != EINTR) FAIL_AT("waitpid(%d): %s", (int)pid, strerror(errno));
+        if (runner_now_ns() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            FAIL_AT("child %d did not end within %u ms", (int)pid, timeout_ms);
+        }
+        runner_sleep_ms(1);
+    }
+}
+
+void xp_wait_ok(pid_t pid) {
+    char why[64];
+    int st = xp_wait(pid, 20000);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        FAIL_AT("child %d failed: %s", (int)pid, describe_status(st, why, sizeof why));
+}
+
+void xp_kill(pid_t pid) {
+    char why[64];
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    int st = xp_wait(pid, 20000);
+    if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
+        FAIL_AT("child %d ended before it was killed: %s", (int)pid, describe_status(st, why, sizeof why));
+}
+
+void xp_wait_killed(pid_t pid) {
+    char why[64];
+    int st = xp_wait(pid, 20000);
+    if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
+        FAIL_AT("child %d should have killed itself: %s", (int)pid, describe_status(st, why, sizeof why));
+}
+
+void xp_wait_sleeping(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    uint64_t deadline = runner_now_ns() + 10 * SEC;
+    for (;;) {
+        char buf[512] = "";
+        FILE *f = fopen(path, "r");
+        if (!f) FAIL_AT("process %d: cannot read %s", (int)pid, path);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        ASSERT_NOT_NULL(p);
+        if (p[1] == ' ' && p[2] == 'S') return;
+        if (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')) FAIL_AT("process %d died (stat: %s)", (int)pid, buf);
+        if (runner_now_ns() > deadline) FAIL_AT("process %d never blocked (stat: %s)", (int)pid, buf);
+        runner_sleep_ms(1);
+    }
+}
+
+void *xp_shared(size_t size) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT(p != MAP_FAILED);
+    return p;
+}
+
+void xp_wait_count(atomic_int *counter, int value) {
+    uint64_t deadline = runner_now_ns() + 10 * SEC;
+    while (atomic_load(counter) < value) {
+        if (runner_now_ns() > deadline)
+            FAIL_AT("counter stayed at %d, never reached %d", atomic_load(counter), value);
+        runner_sleep_ms(1);
+    }
+}
+
+char *xp_name(char *buf, size_t cap, const char *tag) {
+    int n = snprintf(buf, cap, "ct%d-%s", (int)getpid(), tag);
+    ASSERT(n > 0 && (size_t)n < cap);
+    return buf;
+}
+
+uint64_t xp_rand(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+size_t xp_participants(weft_space *space) {
+    weft_space *s = space;
+    if (!s) ASSERT_OK(weft_space_default(&s));
+    size_t live = 0;
+    ASSERT_OK(weft_space_participants(s, &live));
+    if (!space) weft_space_free(s);
+    return live;
+}
+
+static int xp_by_name(const void *a, const void *b) {
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* The /dev/shm entries "weft.ct<pid>-*" of the calling process, sorted. */
+static void xp_list(xp_guard *g) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "weft.ct%d-", (int)getpid());
+    g->n = 0;
+    DIR *d = opendir("/dev/shm");
+    ASSERT_NOT_NULL(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        if (g->n == sizeof g->names / sizeof g->names[0]) break;
+        snprintf(g->names[g->n++], sizeof g->names[0], "%s", e->d_name);
+    }
+    closedir(d);
+    qsort(g->names, g->n, sizeof g->names[0], xp_by_name);
+}
+
+void xp_begin(xp_guard *g) {
+    xp_list(g);
+    g->default_participants = xp_participants(NULL);
+}
+
+void xp_end(const xp_guard *g) {
+    xp_guard now;
+    xp_list(&now);
+    for (size_t i = 0; i < now.n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < g->n; j++) found = found || strcmp(now.names[i], g->names[j]) == 0;
+        if (!found) FAIL_AT("/dev/shm/%s was left behind", now.names[i]);
+    }
+    for (size_t j = 0; j < g->n; j++) {
+        bool found = false;
+        for (size_t i = 0; i < now.n; i++) found = found || strcmp(now.names[i], g->names[j]) == 0;
+        if (!found) FAIL_AT("/dev/shm/%s vanished", g->names[j]);
+    }
+    ASSERT_UEQ(xp_participants(NULL), g->default_participants);
+}
+
+bool xp_shm_exists(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "/dev/shm/weft.%s", name);
+    struct stat st;
+    return lstat(path, &st) == 0;
+}

@@ -79,4 +79,61 @@ void pester_start(pester *p);
 /* Stops the signals; fails unless at least one signal was delivered since pester_start. */
 void pester_stop(pester *p);
 
+/* ---- processes (cross-process tests of shared objects) ----------------------------------- */
+
+#include <sys/types.h>
+
+/* Forks a child that runs `fn(arg)` and then leaves with _exit(0); a failed assertion in the
+ * child aborts it, which its waiter reports. */
+pid_t xp_fork(void (*fn)(void *), void *arg);
+
+/* Waits up to `timeout_ms` for child `pid` and returns its wait status; on timeout the child
+ * is killed and the test fails. */
+int xp_wait(pid_t pid, unsigned timeout_ms);
+
+/* Waits (up to 20 s) for child `pid`, which must exit with status 0. */
+void xp_wait_ok(pid_t pid);
+
+/* SIGKILLs child `pid` and reaps it; fails unless it died of a SIGKILL. */
+void xp_kill(pid_t pid);
+
+/* Waits (up to 20 s) for child `pid`, which must have died of SIGKILL (it killed itself). */
+void xp_wait_killed(pid_t pid);
+
+/* Waits until process `pid` (a child) sleeps in the kernel: state S in /proc/<pid>/stat.
+ * Fails after 10 s, or when the process is gone. */
+void xp_wait_sleeping(pid_t pid);
+
+/* `size` bytes of zeroed anonymous MAP_SHARED memory, shared with children forked later
+ * (never unmapped): the tests' own bookkeeping, independent of weft. */
+void *xp_shared(size_t size);
+
+/* Waits until `*counter` is at least `value`; fails after 10 s. */
+void xp_wait_count(atomic_int *counter, int value);
+
+/* A name unique to the calling test process, "ct<pid>-<tag>", written into `buf` (`cap`
+ * bytes); returns `buf`. Spaces, segments and objects of a test use such names. */
+char *xp_name(char *buf, size_t cap, const char *tag);
+
+/* xorshift64* step: a pseudo-random number from `*state` (non-zero). */
+uint64_t xp_rand(uint64_t *state);
+
+/* The number of live participants of `space` (NULL: the default space); the test fails if
+ * weft_space_participants does. */
+size_t xp_participants(weft_space *space);
+
+/* Leak check of a test: the /dev/shm/weft.ct<pid>-* entries and the default space's participant
+ * count at xp_begin must be the same at xp_end (after every child was reaped). */
+typedef struct {
+    size_t n;
+    char names[32][256];
+    size_t default_participants;
+} xp_guard;
+
+void xp_begin(xp_guard *g);
+void xp_end(const xp_guard *g);
+
+/* True when /dev/shm/weft.<name> exists (as a file or a link). */
+bool xp_shm_exists(const char *name);
+
 #endif

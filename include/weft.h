@@ -60,8 +60,8 @@ typedef struct weft_array weft_array;
  * `multiprocessing.Barrier` when created in a space). Thread-safe; a shared one is also
  * process-safe.
  *
- * A shared barrier breaks when a participant dies: every process that waited on it through a
- * handle is recorded (up to 64), and a waiter that finds one of them dead (checked about every
+ * A shared barrier breaks when a participant dies: every process holding a handle on it is
+ * recorded (up to 64), and a waiter that finds one of them dead (checked about every
  * 50 ms) breaks the barrier, so the others get WEFT_BROKEN instead of waiting out their
  * timeout. A process that used the barrier and ends without `weft_barrier_free` and without
  * running its exit handlers (killed, `_exit`) counts as dead; one that ends normally (`exit`, returning from `main`) leaves first. After
@@ -1399,7 +1399,8 @@ weft_status weft_lock_token(const weft_lock *lock, void *buf, size_t cap, size_t
 /**
  * Opens the shared lock a token designates (from `weft_lock_token`, in this or another
  * process). The token's space must be reachable: a named space is opened by name; an
- * anonymous one must be mapped here already (the default space in a forked child).
+ * anonymous one must be mapped here already (the default space in a forked child, or in a
+ * child started with `WEFT_DEFAULT_SPACE_FD`).
  * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (not a lock token), WEFT_NOT_FOUND (space
  * unreachable, or the lock was freed), WEFT_CORRUPTED.
  *

@@ -48,8 +48,8 @@ fn track(b: &Arc<Typed<SharedBarrier<SharedWord>>>) {
 /// `multiprocessing.Barrier` when created in a space). Thread-safe; a shared one is also
 /// process-safe.
 ///
-/// A shared barrier breaks when a participant dies: every process that waited on it through a
-/// handle is recorded (up to 64), and a waiter that finds one of them dead (checked about every
+/// A shared barrier breaks when a participant dies: every process holding a handle on it is
+/// recorded (up to 64), and a waiter that finds one of them dead (checked about every
 /// 50 ms) breaks the barrier, so the others get WEFT_BROKEN instead of waiting out their
 /// timeout. A process that used the barrier and ends without `weft_barrier_free` and without
 /// running its exit handlers (killed, `_exit`) counts as dead; one that ends normally (`exit`, returning from `main`) leaves first. After
@@ -91,6 +91,9 @@ fn make_action(action: weft_barrier_action, ctx: *mut c_void) -> Option<Action> 
 
 fn publish_shared(b: Typed<SharedBarrier<SharedWord>>, action: Option<Action>, out: *mut *mut weft_barrier) -> Result<()> {
     let b = Arc::new(b);
+    // Record this process as a participant now, not at its first wait: a party that dies
+    // before ever arriving must break the barrier too. (A full table leaves it untracked.)
+    b.get().register()?;
     track(&b);
     publish(weft_barrier { tag: Tag::of::<weft_barrier>(), barrier: BarrierImpl::Shared(b, action) }, out)
 }

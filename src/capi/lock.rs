@@ -254,7 +254,8 @@ pub unsafe extern "C" fn weft_lock_token(lock: *const weft_lock, buf: *mut c_voi
 
 /// Opens the shared lock a token designates (from `weft_lock_token`, in this or another
 /// process). The token's space must be reachable: a named space is opened by name; an
-/// anonymous one must be mapped here already (the default space in a forked child).
+/// anonymous one must be mapped here already (the default space in a forked child, or in a
+/// child started with `WEFT_DEFAULT_SPACE_FD`).
 /// Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (not a lock token), WEFT_NOT_FOUND (space
 /// unreachable, or the lock was freed), WEFT_CORRUPTED.
 ///

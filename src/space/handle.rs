@@ -258,16 +258,16 @@ pub fn sweep() -> Result<Swept> {
             SegmentState::NotASpace => continue, // a raw segment (weft_shm): never ours to judge
             SegmentState::Ready => {}
             SegmentState::Formatting => {
-            let age = entry
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_secs() as i64);
-            if age > UNFORMATTED_GRACE_SECS && Segment::unlink_named(name).is_ok() {
-                out.removed.push(name.to_owned());
-            }
-            continue;
+                let age = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                if age > UNFORMATTED_GRACE_SECS && Segment::unlink_named(name).is_ok() {
+                    out.removed.push(name.to_owned());
+                }
+                continue;
             }
         }
         match Space::attach(seg) {

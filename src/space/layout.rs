@@ -389,6 +389,9 @@ impl Space {
 
     /// Takes the header's lock, recovering the state after a dead holder.
     pub(super) fn lock(&self) -> Result<Guard<'_>> {
+        // A named segment truncated under us would turn the next header access into SIGBUS:
+        // check first (an fstat; anonymous segments are sealed and skip it).
+        self.segment.check_size()?;
         let lock = &self.header().lock;
         match lock.acquire(Deadline::from_timeout_ns(LOCK_TIMEOUT_NS), Interrupt::Uninterruptible) {
             Ok(()) => Ok(Guard(lock)),

@@ -146,7 +146,12 @@ impl SharedRef {
                 format!("the token designates a {}, not a {}", kind_name(tkind), kind_name(kind)),
             ));
         }
-        let handle = match find_by_uid(uid) {
+        // An anonymous token may designate the default space before this process has used it
+        // (a child started with WEFT_DEFAULT_SPACE_FD): bring the default space up, then look.
+        let found = find_by_uid(uid).or_else(|| {
+            (name_len == 0).then(super::handle::default_space).and_then(|r| r.ok()).filter(|h| h.uid() == uid)
+        });
+        let handle = match found {
             Some(h) => h,
             None if name_len > 0 => {
                 let name = std::str::from_utf8(&token[TOKEN_FIXED..]).map_err(|_| bad("space name is not UTF-8"))?;

@@ -81,6 +81,11 @@ impl<W: Word> RobustLock<W> {
                 continue;
             }
             if deadline == Deadline::Now {
+                // A try-acquire must still notice a dead holder (POSIX trylock reports
+                // EOWNERDEAD): check it, at the price of reading the holder's /proc entry.
+                if self.take_over_if_dead(w, &me)? {
+                    return Err(Error::new(WEFT_OWNER_DEAD, "the lock's previous holder died holding it; it is now held by the caller and must be marked consistent"));
+                }
                 return Err(Error::would_block("lock is held"));
             }
             if w & WAITERS == 0 && self.word.compare_exchange(w, w | WAITERS, Relaxed, Relaxed).is_err() {
@@ -155,7 +160,10 @@ impl<W: Word> RobustLock<W> {
     /// marking it consistent makes it not recoverable. Error: `WEFT_INVALID_STATE` when the
     /// lock is not locked.
     pub fn release(&self) -> Result<()> {
-        let wake_all = self.state.compare_exchange(INCONSISTENT, NOT_RECOVERABLE, AcqRel, Acquire).is_ok();
+        // `state` only becomes INCONSISTENT while the lock is held (by a take-over), so a plain
+        // load decides; the exchange, a locked instruction even when it fails, runs only then.
+        let wake_all = self.state.load(Relaxed) == INCONSISTENT
+            && self.state.compare_exchange(INCONSISTENT, NOT_RECOVERABLE, AcqRel, Acquire).is_ok();
         self.holder_start.store(0, Release);
         let prev = self.word.swap(0, Release);
         if prev == 0 {
