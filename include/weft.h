@@ -436,6 +436,14 @@ size_t weft_array_len(const weft_array *array);
 char weft_array_typecode(const weft_array *array);
 
 /**
+ * True when the array was created with a lock (Python's `lock=True`); false for NULL.
+ *
+ * # Safety
+ * `array` must be NULL or a handle from weft.
+ */
+bool weft_array_has_lock(const weft_array *array);
+
+/**
  * Bytes per item (0 for NULL).
  *
  * # Safety

@@ -138,6 +138,16 @@ pub unsafe extern "C" fn weft_array_typecode(array: *const weft_array) -> c_char
     guard_value(0, || unsafe { get(array) }.map_or(0, |a| a.array.type_char() as c_char))
 }
 
+/// True when the array was created with a lock (Python's `lock=True`); false for NULL.
+///
+/// # Safety
+/// `array` must be NULL or a handle from weft.
+#[no_mangle]
+pub unsafe extern "C" fn weft_array_has_lock(array: *const weft_array) -> bool {
+    // SAFETY: forwarded contract.
+    guard_value(false, || unsafe { get(array) }.is_ok_and(|a| a.array.has_lock()))
+}
+
 /// Bytes per item (0 for NULL).
 ///
 /// # Safety
@@ -173,7 +183,7 @@ pub unsafe extern "C" fn weft_array_get(array: *const weft_array, index: usize, 
         let a = unsafe { get(array) }?;
         super::in_ptr(item, "item")?;
         // SAFETY: `item` holds `itemsize` writable bytes per the contract.
-        let out = unsafe { std::slice::from_raw_parts_mut(item as *mut u8, itemsize) };
+        let out = unsafe { super::bytes_mut(item, itemsize, "item") }?;
         a.array.get(index, out)
     })
 }
@@ -210,15 +220,8 @@ pub unsafe extern "C" fn weft_array_read(
     guard(|| {
         // SAFETY: forwarded contract.
         let a = unsafe { get(array) }?;
-        if size > 0 {
-            super::in_ptr(out, "out")?;
-        }
-        let buf: &mut [u8] = if size == 0 {
-            &mut []
-        } else {
-            // SAFETY: `out` holds `size` writable bytes per the contract.
-            unsafe { std::slice::from_raw_parts_mut(out as *mut u8, size) }
-        };
+        // SAFETY: `out` holds `size` writable bytes per the contract.
+        let buf = unsafe { super::bytes_mut(out, size, "out") }?;
         a.array.read(start, count, buf)
     })
 }

@@ -186,15 +186,8 @@ pub unsafe extern "C" fn weft_dict_get_into(
         out_ptr(len, "len")?;
         // SAFETY: forwarded contracts.
         let (d, k) = unsafe { (get(dict)?, arg(key, key_len, "key")?) };
-        if cap > 0 {
-            super::in_ptr(buf, "buf")?;
-        }
-        let out: &mut [u8] = if cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: `buf` holds `cap` writable bytes per the contract.
-            unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, cap) }
-        };
+        // SAFETY: `buf` holds `cap` writable bytes per the contract.
+        let out = unsafe { super::bytes_mut(buf, cap, "buf") }?;
         let n = d.view()?.get_into(k, out, Deadline::Never)?;
         // SAFETY: checked non-NULL, writable per the contract.
         unsafe { len.write(n) };

@@ -172,15 +172,8 @@ pub unsafe extern "C" fn weft_list_get_into(list: *const weft_list, index: i64, 
         out_ptr(len, "len")?;
         // SAFETY: forwarded contract.
         let l = unsafe { get(list) }?;
-        if cap > 0 {
-            super::in_ptr(buf, "buf")?;
-        }
-        let out: &mut [u8] = if cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: `buf` holds `cap` writable bytes per the contract.
-            unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, cap) }
-        };
+        // SAFETY: `buf` holds `cap` writable bytes per the contract.
+        let out = unsafe { super::bytes_mut(buf, cap, "buf") }?;
         let n = l.view()?.get_into(index, out, Deadline::Never)?;
         // SAFETY: checked non-NULL, writable per the contract.
         unsafe { len.write(n) };

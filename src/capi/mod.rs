@@ -163,3 +163,19 @@ pub(crate) unsafe fn bytes<'a>(data: *const std::ffi::c_void, len: usize, name: 
     // SAFETY: per the contract.
     Ok(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
 }
+
+/// Borrows `(data, cap)` as a writable slice; `data` may be NULL only when `cap` is 0.
+///
+/// # Safety
+/// `data` must point at `cap` writable bytes (or be NULL with `cap == 0`), not otherwise
+/// accessed while the slice lives.
+pub(crate) unsafe fn bytes_mut<'a>(data: *mut std::ffi::c_void, cap: usize, name: &'static str) -> Result<&'a mut [u8]> {
+    if cap == 0 {
+        return Ok(&mut []);
+    }
+    if data.is_null() {
+        return Err(Error::new(WEFT_NULL_ARGUMENT, format!("{name} is NULL but its length is {cap}")));
+    }
+    // SAFETY: per the contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data as *mut u8, cap) })
+}

@@ -51,3 +51,18 @@ def version() -> str:
 
 
 __version__ = version()
+
+# Process-shared objects (multiprocessing drop-ins), raw shared memory and spaces.
+from . import multiprocessing, shared_memory, spaces  # noqa: E402
+from .multiprocessing import NotRecoverableError, OwnerDeadError  # noqa: E402
+from .shared_memory import SharedMemory  # noqa: E402
+from .spaces import Space  # noqa: E402
+
+# (The module names stay out of __all__: `from weft import *` must not rebind a program's
+# own `multiprocessing`.)
+__all__ += [
+    "OwnerDeadError",
+    "NotRecoverableError",
+    "SharedMemory",
+    "Space",
+]
