@@ -415,6 +415,10 @@ struct DictHeader {
     journal: [AtomicU64; 4],
 }
 
+// SAFETY: #[repr(C)], made only of atomics and a RobustLock (atomics), no pointers,
+// alignment 8.
+unsafe impl super::shared::SharedPod for DictHeader {}
+
 const _: () = assert!(std::mem::size_of::<DictHeader>() == 88);
 const _: () = assert!(std::mem::offset_of!(DictHeader, table) == 40);
 
@@ -615,18 +619,12 @@ impl<'a> SharedDict<'a> {
     /// `WEFT_OS_ERROR` when no random seed can be read.
     /// Thread safety: callable from any thread of any process using the space.
     pub fn create(space: &'a Space, name: Option<&str>) -> Result<(SharedDict<'a>, ObjectRef)> {
-        let r = space.create_object(KIND_DICT, Self::payload_size(), name, &mut |p| {
+        let mut init = |p: *mut u8| {
             // SAFETY: create_object hands over a fresh, 64-aligned, zeroed payload of
             // payload_size() bytes that no other process can reach yet.
             unsafe { Self::init(p) }
-        })?;
-        match Self::open(space, &r) {
-            Ok(d) => Ok((d, r)),
-            Err(e) => {
-                let _ = space.release(&r);
-                Err(e)
-            }
-        }
+        };
+        space.create_viewed(KIND_DICT, Self::payload_size(), name, &mut init, Self::open)
     }
 
     /// A view of the dict object `object` (a reference the caller holds).
@@ -635,18 +633,7 @@ impl<'a> SharedDict<'a> {
     /// payload is too small or does not hold a dict.
     /// Thread safety: callable from any thread.
     pub fn open(space: &'a Space, object: &ObjectRef) -> Result<SharedDict<'a>> {
-        if object.kind != KIND_DICT {
-            return Err(Error::invalid(format!("object at offset {} is not a dict", object.offset)));
-        }
-        if object.size < Self::payload_size() {
-            return Err(corrupted(format!("dict object at offset {}: payload of {} bytes is too small", object.offset, object.size)));
-        }
-        let p = space.payload(object)?;
-        // SAFETY: `payload` checked that the object's `size >= size_of::<DictHeader>()` bytes
-        // lie in the mapping; they are 64-aligned. DictHeader is all atomics (any bit pattern
-        // is valid, shared mutation through `&` is allowed) and the mapping lives as long as
-        // `space` ('a).
-        let h = unsafe { &*(p as *const DictHeader) };
+        let h = space.payload_as::<DictHeader>(object, KIND_DICT)?;
         let d = SharedDict { space, h, payload: object.offset + OBJECT_HEADER };
         d.check_header()?;
         Ok(d)

@@ -90,6 +90,10 @@ struct ListHeader {
     journal: [AtomicU64; 4],
 }
 
+// SAFETY: #[repr(C)], made only of atomics and a RobustLock (atomics), no pointers,
+// alignment 8.
+unsafe impl super::shared::SharedPod for ListHeader {}
+
 const _: () = assert!(std::mem::size_of::<ListHeader>() == 64);
 
 /// Item words a vector of class `k` holds.
@@ -260,19 +264,13 @@ impl<'a> SharedList<'a> {
     /// `WEFT_EXISTS`, `WEFT_NO_MEMORY`, `WEFT_CORRUPTED`, the space lock's errors).
     /// Thread safety: callable from any thread of any process using the space.
     pub fn create(space: &'a Space, name: Option<&str>) -> Result<(SharedList<'a>, ObjectRef)> {
-        let r = space.create_object(KIND_LIST, Self::payload_size(), name, &mut |p| {
+        let mut init = |p: *mut u8| {
             // SAFETY: create_object hands over a fresh, 64-aligned payload of payload_size()
             // bytes that no other process can reach yet.
             unsafe { Self::init(p) };
             Ok(())
-        })?;
-        match Self::open(space, &r) {
-            Ok(l) => Ok((l, r)),
-            Err(e) => {
-                let _ = space.release(&r);
-                Err(e)
-            }
-        }
+        };
+        space.create_viewed(KIND_LIST, Self::payload_size(), name, &mut init, Self::open)
     }
 
     /// A view of the list object `object` (a reference the caller holds).
@@ -281,17 +279,7 @@ impl<'a> SharedList<'a> {
     /// payload is too small or does not hold a list.
     /// Thread safety: callable from any thread.
     pub fn open(space: &'a Space, object: &ObjectRef) -> Result<SharedList<'a>> {
-        if object.kind != KIND_LIST {
-            return Err(Error::invalid(format!("object at offset {} is not a list", object.offset)));
-        }
-        if object.size < Self::payload_size() {
-            return Err(corrupted(format!("list object at offset {}: payload of {} bytes is too small", object.offset, object.size)));
-        }
-        let p = space.payload(object)?;
-        // SAFETY: `payload` checked that `size >= size_of::<ListHeader>()` bytes lie in the
-        // mapping; they are 64-aligned. ListHeader is all atomics (any bit pattern is valid,
-        // shared mutation through `&` is allowed); the mapping lives as long as `space` ('a).
-        let h = unsafe { &*(p as *const ListHeader) };
+        let h = space.payload_as::<ListHeader>(object, KIND_LIST)?;
         let l = SharedList { space, h, payload: object.offset + OBJECT_HEADER };
         l.check_header()?;
         Ok(l)

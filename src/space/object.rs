@@ -403,6 +403,58 @@ impl Space {
         Ok((dep != 0).then(|| (dep, h.dep_serial.load(Relaxed))))
     }
 
+    /// Creates an object like [`create_object`](Self::create_object) and returns `view` of it
+    /// with the caller's reference; when `view` fails, the reference is released.
+    ///
+    /// Errors: those of `create_object` and of `view`.
+    pub(crate) fn create_viewed<'a, V>(
+        &'a self,
+        kind: u32,
+        size: u64,
+        name: Option<&str>,
+        init: &mut dyn FnMut(*mut u8) -> Result<()>,
+        view: impl FnOnce(&'a Space, &ObjectRef) -> Result<V>,
+    ) -> Result<(V, ObjectRef)> {
+        let r = self.create_object(kind, size, name, init)?;
+        match view(self, &r) {
+            Ok(v) => Ok((v, r)),
+            Err(e) => {
+                let _ = self.release(&r);
+                Err(e)
+            }
+        }
+    }
+
+    /// The payload of `object` viewed as a `T`, after checking that the object is of `kind` and
+    /// its payload holds a `T`. The view lives as long as `self` (the mapping).
+    ///
+    /// Errors: `WEFT_INVALID_ARGUMENT` for another kind; `WEFT_CORRUPTED` for a payload too
+    /// small or outside the segment.
+    pub(crate) fn payload_as<T: super::shared::SharedPod>(&self, object: &ObjectRef, kind: u32) -> Result<&T> {
+        if object.kind != kind {
+            return Err(Error::invalid(format!(
+                "object at offset {} is a {}, not a {}",
+                object.offset,
+                kind_name(object.kind),
+                kind_name(kind)
+            )));
+        }
+        if object.size < std::mem::size_of::<T>() as u64 {
+            return Err(corrupted(format!(
+                "{} object at offset {}: payload of {} bytes is too small",
+                kind_name(kind),
+                object.offset,
+                object.size
+            )));
+        }
+        let p = self.payload(object)?;
+        // SAFETY: `payload` checked that the object's `size >= size_of::<T>()` bytes lie in the
+        // mapping; they are 64-aligned (>= align_of::<T>() per SharedPod). T is all atomics
+        // (SharedPod): any bit pattern is valid and shared mutation through `&` is allowed. The
+        // borrow is tied to `self`, which keeps the mapping.
+        Ok(unsafe { &*(p as *const T) })
+    }
+
     /// A pointer to the payload of a referenced object. Valid while `self` lives.
     ///
     /// Errors: `WEFT_CORRUPTED` when the range leaves the segment.
