@@ -125,6 +125,16 @@ def _raise(st: int, overrides: dict | None = None):
     check(st, overrides)
 
 
+def _succeeded(st, errors=None):
+    """A blocking call's status as Python's return value: True for success, False for a
+    timeout (or a failed non-blocking try); any other status raises."""
+    if st == _OK:
+        return True
+    if st == _TIMEOUT or st == _WOULD_BLOCK:
+        return False
+    _raise(st, errors)
+
+
 # --- timeouts -----------------------------------------------------------------------------
 
 
@@ -251,12 +261,7 @@ class Lock(_Shared):
         """Acquires the lock: True on success, False when it could not within ``timeout``
         seconds (None: forever; ignored when ``block`` is false). OwnerDeadError (the lock is
         then held) when its holder died; NotRecoverableError."""
-        st = lib.weft_lock_acquire(self._ptr, _acquire_timeout(block, timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st)
+        return _succeeded(lib.weft_lock_acquire(self._ptr, _acquire_timeout(block, timeout)))
 
     def release(self):
         """Releases the lock; ValueError when it is not locked (as multiprocessing)."""
@@ -303,11 +308,7 @@ class RLock(_Shared):
         """Acquires the lock (one more level for its owner); True on success, False on
         timeout. OwnerDeadError (held at depth 1) when its owner died."""
         st = lib.weft_rlock_acquire(self._ptr, _acquire_timeout(block, timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st, {_INVALID_ARGUMENT: (OverflowError, "Internal lock count overflowed")})
+        return _succeeded(st, {_INVALID_ARGUMENT: (OverflowError, "Internal lock count overflowed")})
 
     def release(self):
         """Releases one level; AssertionError when the caller does not own the lock (as
@@ -373,12 +374,7 @@ class Semaphore(_Shared):
 
     def acquire(self, block=True, timeout=None):
         """Takes one permit; True on success, False when none came within the timeout."""
-        st = lib.weft_semaphore_acquire(self._ptr, _acquire_timeout(block, timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st)
+        return _succeeded(lib.weft_semaphore_acquire(self._ptr, _acquire_timeout(block, timeout)))
 
     def release(self, n=1):
         """Adds a permit (``n`` permits: an extension). A BoundedSemaphore released above its
@@ -445,12 +441,7 @@ class Event(_Shared):
 
     def wait(self, timeout=None):
         """Blocks until the flag is set or ``timeout`` seconds pass; returns the flag."""
-        st = lib.weft_event_wait(self._ptr, _wait_timeout(timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st)
+        return _succeeded(lib.weft_event_wait(self._ptr, _wait_timeout(timeout)))
 
     def __repr__(self):
         return f"<weft.multiprocessing.Event({'set' if self.is_set() else 'unset'})>"
@@ -493,12 +484,7 @@ class Condition(_Shared):
 
     def acquire(self, block=True, timeout=None):
         """Acquires the condition's lock (as its ``acquire``)."""
-        st = lib.weft_condition_acquire(self._ptr, _acquire_timeout(block, timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st)
+        return _succeeded(lib.weft_condition_acquire(self._ptr, _acquire_timeout(block, timeout)))
 
     def release(self):
         """Releases the condition's lock (as its ``release``)."""
@@ -524,11 +510,7 @@ class Condition(_Shared):
         the lock; False when the timeout passed. AssertionError without the lock (as
         multiprocessing); OwnerDeadError (holding the lock) when its holder died meanwhile."""
         st = lib.weft_condition_wait(self._ptr, _wait_timeout(timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st, {_NOT_OWNER: (AssertionError, "must acquire() condition before using wait()")})
+        return _succeeded(st, {_NOT_OWNER: (AssertionError, "must acquire() condition before using wait()")})
 
     def wait_for(self, predicate, timeout=None):
         """Waits until ``predicate()`` is true; returns its last value (false on timeout)."""
@@ -779,12 +761,7 @@ class _ArrayLock:
 
     def acquire(self, block=True, timeout=None):
         """True on success, False on timeout; OwnerDeadError (held) when the holder died."""
-        st = lib.weft_array_lock(self._ptr, _acquire_timeout(block, timeout))
-        if st == _OK:
-            return True
-        if st == _TIMEOUT or st == _WOULD_BLOCK:
-            return False
-        _raise(st)
+        return _succeeded(lib.weft_array_lock(self._ptr, _acquire_timeout(block, timeout)))
 
     def release(self):
         st = lib.weft_array_unlock(self._ptr)
