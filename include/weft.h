@@ -22,6 +22,11 @@
 
 
 /**
+ * Most descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253).
+ */
+#define MAX_FDS_PER_MESSAGE 253
+
+/**
  * Longest name the kernel keeps (`/proc/<pid>/task/<tid>/comm`): 15 bytes.
  */
 #define WEFT_THREAD_OS_NAME_MAX 15
@@ -374,6 +379,17 @@ typedef void (*weft_failure_hook)(const weft_thread *thread, weft_status status,
  * bounded semaphore above its initial value, joining the calling thread itself).
  */
 #define WEFT_INVALID_STATE 21
+
+/**
+ * The peer failed authentication (a listener or client given a different authkey).
+ */
+#define WEFT_AUTH_FAILED 22
+
+/**
+ * The operating system refused permission (a program that is not executable, a file or
+ * directory that may not be opened); `weft_last_error_errno` gives the errno.
+ */
+#define WEFT_PERMISSION_DENIED 23
 
 #ifdef __cplusplus
 extern "C" {
@@ -1796,6 +1812,14 @@ const char *weft_status_str(weft_status status);
  * stays valid until the next failing weft call on this thread. Never NULL.
  */
 const char *weft_last_error_message(void);
+
+/**
+ * The OS error number (errno) behind the last failure on the calling thread: set with
+ * WEFT_OS_ERROR, WEFT_PERMISSION_DENIED and the WEFT_NOT_FOUND of a program that could not be
+ * executed; 0 when the last failure had no OS cause. Updated by every failing weft call, like
+ * `weft_last_error_message`.
+ */
+int32_t weft_last_error_errno(void);
 
 /**
  * The version of the loaded library, such as `"0.1.0"` (static, never NULL). Compare with

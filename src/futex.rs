@@ -165,6 +165,21 @@ pub(crate) fn set_cancel_word(word: *const AtomicU32) {
     CANCEL_WORD.with(|c| c.set(word));
 }
 
+/// True when the calling thread is a weft thread that was asked to cancel: for waits that are
+/// not futex waits (poll on a descriptor), which check it between bounded slices.
+pub(crate) fn cancel_requested() -> bool {
+    CANCEL_WORD.with(|c| {
+        let w = c.get();
+        // SAFETY: a non-null cancel word stays valid until the thread removes it (see above).
+        !w.is_null() && unsafe { &*w }.load(Ordering::Acquire) != 0
+    })
+}
+
+/// True when the calling thread has a cancel word (it is a weft thread).
+pub(crate) fn cancellable_thread() -> bool {
+    CANCEL_WORD.with(|c| !c.get().is_null())
+}
+
 /// Sets a thread's cancel word and wakes that thread out of whatever weft wait it is in.
 pub(crate) fn raise_cancel(word: &AtomicU32) {
     word.store(1, Ordering::Release);

@@ -9,10 +9,18 @@
 //! - [`space`]: shared-memory spaces (so far: segments, anonymous memfd or named /dev/shm)
 //! - [`thread`]: threads, names, daemon flag, thread-locals, cancellation, failure hook
 //! - [`call`]: the context a task receives
+//! - [`fd`]: descriptors: pipes, socket pairs, polling with deadlines, descriptor passing
+//! - [`process`]: child processes (fork, forkserver, spawn), tracked by pidfd
+//! - [`pipe`]: connections: framed messages over sockets, listener and client
+//! - [`command`]: running external programs (subprocess)
 //! - `capi`: every `extern "C"` function
 
 pub mod call;
+pub mod command;
+pub mod fd;
 pub mod futex;
+pub mod pipe;
+pub mod process;
 pub mod space;
 pub mod status;
 pub mod sync;

@@ -61,6 +61,11 @@ pub const WEFT_PANIC: weft_status = 20;
 /// The object is not in a state that allows the call (releasing an unlocked lock, releasing a
 /// bounded semaphore above its initial value, joining the calling thread itself).
 pub const WEFT_INVALID_STATE: weft_status = 21;
+/// The peer failed authentication (a listener or client given a different authkey).
+pub const WEFT_AUTH_FAILED: weft_status = 22;
+/// The operating system refused permission (a program that is not executable, a file or
+/// directory that may not be opened); `weft_last_error_errno` gives the errno.
+pub const WEFT_PERMISSION_DENIED: weft_status = 23;
 
 /// Name, description of each status code: the one table behind `weft_status_name/str`.
 pub(crate) const TABLE: &[(weft_status, &CStr, &CStr)] = &[
@@ -86,6 +91,8 @@ pub(crate) const TABLE: &[(weft_status, &CStr, &CStr)] = &[
     (WEFT_OS_ERROR, c"WEFT_OS_ERROR", c"operating-system call failed"),
     (WEFT_PANIC, c"WEFT_PANIC", c"internal panic caught at the API boundary"),
     (WEFT_INVALID_STATE, c"WEFT_INVALID_STATE", c"object is not in a state that allows this call"),
+    (WEFT_AUTH_FAILED, c"WEFT_AUTH_FAILED", c"authentication failed"),
+    (WEFT_PERMISSION_DENIED, c"WEFT_PERMISSION_DENIED", c"permission denied"),
 ];
 
 /// Name of a status code (`"WEFT_TIMEOUT"`), or `"WEFT_UNKNOWN_STATUS"`.
@@ -105,13 +112,20 @@ pub struct Error {
     pub code: weft_status,
     /// What went wrong, for `weft_last_error_message`.
     pub message: Cow<'static, str>,
+    /// The OS error number behind the failure, 0 when there is none (`weft_last_error_errno`).
+    pub errno: i32,
 }
 
 impl Error {
     /// An error with a status and a message.
     pub fn new(code: weft_status, message: impl Into<Cow<'static, str>>) -> Self {
         debug_assert_ne!(code, WEFT_OK);
-        Error { code, message: message.into() }
+        Error { code, message: message.into(), errno: 0 }
+    }
+    /// The same error carrying an OS error number.
+    pub fn with_errno(mut self, errno: i32) -> Self {
+        self.errno = errno;
+        self
     }
     /// `WEFT_TIMEOUT` (the message is static: no allocation on this path).
     pub fn timeout(message: &'static str) -> Self {
@@ -145,7 +159,16 @@ impl Error {
     /// `WEFT_OS_ERROR` from an errno value.
     pub fn os(call: &str, errno: i32) -> Self {
         let text = std::io::Error::from_raw_os_error(errno);
-        Error::new(WEFT_OS_ERROR, format!("{call} failed: {text}"))
+        Error::new(WEFT_OS_ERROR, format!("{call} failed: {text}")).with_errno(errno)
+    }
+    /// An error for an `std::io::Error` from `call`: `WEFT_OS_ERROR` with its errno, or
+    /// `WEFT_NO_MEMORY` for ENOMEM.
+    pub fn io(call: &str, e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOMEM) => Error::new(WEFT_NO_MEMORY, format!("{call} failed: {e}")).with_errno(libc::ENOMEM),
+            Some(n) => Self::os(call, n),
+            None => Error::new(WEFT_OS_ERROR, format!("{call} failed: {e}")),
+        }
     }
 }
 
@@ -168,6 +191,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERRNO: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The errno of this thread's last failure (0 when it had none).
+pub(crate) fn last_errno() -> i32 {
+    LAST_ERRNO.try_with(|c| c.get()).unwrap_or(0)
 }
 
 /// Records `message` as this thread's last error message.
@@ -187,6 +216,7 @@ pub(crate) fn last_error_ptr() -> *const c_char {
 /// Records an error and returns its code: the one way a C function reports failure.
 pub(crate) fn report(err: Error) -> weft_status {
     set_last_error(&err.message);
+    let _ = LAST_ERRNO.try_with(|c| c.set(err.errno));
     err.code
 }
 

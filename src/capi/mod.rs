@@ -12,13 +12,16 @@
 pub mod array;
 pub mod barrier;
 pub mod call;
+pub mod command;
 pub mod condition;
 pub mod dict;
 pub mod event;
 pub mod list;
+pub mod pipe;
 pub mod local;
 pub mod lock;
 pub(crate) mod placed;
+pub mod process;
 pub mod semaphore;
 pub mod shm;
 pub mod space;

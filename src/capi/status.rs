@@ -25,6 +25,15 @@ pub extern "C" fn weft_last_error_message() -> *const c_char {
     status::last_error_ptr()
 }
 
+/// The OS error number (errno) behind the last failure on the calling thread: set with
+/// WEFT_OS_ERROR, WEFT_PERMISSION_DENIED and the WEFT_NOT_FOUND of a program that could not be
+/// executed; 0 when the last failure had no OS cause. Updated by every failing weft call, like
+/// `weft_last_error_message`.
+#[no_mangle]
+pub extern "C" fn weft_last_error_errno() -> i32 {
+    status::last_errno()
+}
+
 /// The version of the loaded library, such as `"0.1.0"` (static, never NULL). Compare with
 /// `WEFT_VERSION_STRING` to detect a header/library mismatch.
 #[no_mangle]

@@ -1,0 +1,1 @@
+//! Commands (`weft_command_*`): Python's `subprocess`.

@@ -1,0 +1,1 @@
+//! Connections and listeners (`weft_connection_*`, `weft_listener_*`).

@@ -1,0 +1,1 @@
+//! Processes (`weft_process_*`) and the current process.

@@ -1,0 +1,1 @@
+//! Running external programs (Python's `subprocess`).
