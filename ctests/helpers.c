@@ -338,3 +338,62 @@ bool xp_shm_exists(const char *name) {
     struct stat st;
     return lstat(path, &st) == 0;
 }
+
+/* ---- descriptors and children ----------------------------------------------------------- */
+
+int fd_count(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) FAIL_AT("opendir /proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') n++;
+    }
+    closedir(d);
+    return n - 1; /* the directory stream's own descriptor */
+}
+
+/* Counts children of this process; only zombies when `zombies_only`. */
+static int count_children(bool zombies_only) {
+    DIR *d = opendir("/proc");
+    if (!d) FAIL_AT("opendir /proc");
+    int n = 0;
+    pid_t me = getpid();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        /* pid (comm) state ppid ...: comm may hold spaces and parentheses, so parse from the
+         * last ')'. */
+        char *close = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (!close || sscanf(close + 1, " %c %d", &state, &ppid) != 2) continue;
+        if (ppid == me && (!zombies_only || state == 'Z')) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+int zombie_children(void) {
+    return count_children(true);
+}
+
+int child_count(void) {
+    return count_children(false);
+}
+
+void fd_begin(fd_guard *g) {
+    g->fds = fd_count();
+}
+
+void fd_end(const fd_guard *g) {
+    ASSERT_EQ(fd_count(), g->fds);
+    ASSERT_EQ(zombie_children(), 0);
+}

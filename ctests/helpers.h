@@ -136,4 +136,21 @@ void xp_end(const xp_guard *g);
 /* True when /dev/shm/weft.<name> exists (as a file or a link). */
 bool xp_shm_exists(const char *name);
 
+/* ---- descriptors and children (processes, pipes, commands) ------------------------------ */
+
+/* Number of open descriptors of this process (entries of /proc/self/fd). */
+int fd_count(void);
+
+/* Children of this process (by scanning /proc) in state Z, and in any state. */
+int zombie_children(void);
+int child_count(void);
+
+/* Leak check of a test: the descriptor count at fd_begin must be the same at fd_end, and at
+ * fd_end this process has no zombie children. */
+typedef struct {
+    int fds;
+} fd_guard;
+void fd_begin(fd_guard *g);
+void fd_end(const fd_guard *g);
+
 #endif
