@@ -27,6 +27,31 @@
 #define MAX_FDS_PER_MESSAGE 253
 
 /**
+ * Largest control message (a job's argument bytes included).
+ */
+#define MAX_FRAME (1 << 40)
+
+/**
+ * Tag of a spawned process's first message: run one job.
+ */
+#define BOOT_JOB 74
+
+/**
+ * Tag of a spawned process's first message: become the fork server.
+ */
+#define BOOT_SERVER 83
+
+/**
+ * A result-channel frame from the child: the task's outcome.
+ */
+#define FRAME_OUTCOME 82
+
+/**
+ * A result-channel frame from the fork server: how the child ended.
+ */
+#define FRAME_EXIT 88
+
+/**
  * Longest name the kernel keeps (`/proc/<pid>/task/<tid>/comm`): 15 bytes.
  */
 #define WEFT_THREAD_OS_NAME_MAX 15
@@ -35,6 +60,35 @@
  * Timeout meaning "wait forever".
  */
 #define WEFT_FOREVER UINT64_MAX
+
+/**
+ * Start method: the process-wide default (forkserver unless `weft_process_set_start_method`
+ * changed it).
+ */
+#define WEFT_START_DEFAULT 0
+
+/**
+ * Start method fork: the child is a copy of the parent and calls the task pointer directly.
+ * Fast, and the child sees the parent's memory; unsafe when the parent has other threads
+ * (locks they hold stay held in the child), which weft detects and reports through the
+ * warning hook (`weft_set_warning_hook`).
+ */
+#define WEFT_START_FORK 1
+
+/**
+ * Start method forkserver (the default): a single-threaded server process, started on first
+ * use as a fresh image of the program, forks each child. Safe in threaded programs. The task
+ * is found again by its library and symbol (or its offset in the executable), so it must be a
+ * function of a loaded object, and it sees only its argument bytes, passed descriptors and
+ * shared objects — not the parent's memory.
+ */
+#define WEFT_START_FORKSERVER 2
+
+/**
+ * Start method spawn: a fresh image of the program for each child (its `main` never runs;
+ * weft takes over at load time). Slowest; the task is found as for forkserver.
+ */
+#define WEFT_START_SPAWN 3
 
 /**
  * The longest token any shared object produces, in bytes: a buffer of this size always
@@ -153,6 +207,12 @@ typedef struct weft_local weft_local;
 typedef struct weft_lock weft_lock;
 
 /**
+ * A child process. Thread-safe: any thread may join, poll or signal it. Free with
+ * `weft_process_free`.
+ */
+typedef struct weft_process weft_process;
+
+/**
  * A re-entrant lock (Python's `threading.RLock`, or `multiprocessing.RLock` when created in a
  * space): the owning thread may acquire it again; it is free when released as many times.
  * Thread-safe (a shared one also process-safe); only the owner may release. A shared RLock
@@ -233,6 +293,48 @@ typedef void (*weft_destructor)(void *value);
  * any other status for failure (after `weft_call_set_error`, optionally).
  */
 typedef weft_status (*weft_task_fn)(weft_call *call);
+
+/**
+ * Options for `weft_process_start`. Zero-initialise (`weft_process_options o = {0};`) and set
+ * what you need; NULL options mean all defaults.
+ */
+typedef struct {
+    /**
+     * Process name (copied, UTF-8), or NULL for Python's default `"Process-N"` (`"Process-1:2"`
+     * for the second child of process 1).
+     */
+    const char *name;
+    /**
+     * `WEFT_START_*`; 0 is the default method.
+     */
+    uint32_t start_method;
+    /**
+     * A daemon child is killed (SIGKILL) when this process ends, however it ends — exit,
+     * crash or SIGKILL — through a lifeline the kernel signals, not `PR_SET_PDEATHSIG`.
+     */
+    bool daemon;
+    /**
+     * Descriptors to pass to the child, or NULL. The task reads them with `weft_call_fd`, in
+     * this order (numbered as in the child; close-on-exec there unless the task changes it).
+     * They stay open here. Pass a `weft_connection_fd` to hand a connection to the child.
+     */
+    const int32_t *fds;
+    /**
+     * Number of entries of `fds` (at most 200).
+     */
+    size_t fd_count;
+    /**
+     * Reserved for future options; must be zero.
+     */
+    uint64_t reserved[4];
+} weft_process_options;
+
+/**
+ * Receives weft's warnings (such as forking a process that has other threads): `hook(message,
+ * user)` is called on the thread that triggered the warning. NULL silences warnings. By
+ * default the first warning is printed to stderr. Thread-safe.
+ */
+typedef void (*weft_warning_fn)(const char *message, void *user);
 
 /**
  * Options for `weft_thread_start`. Zero-initialise (`weft_thread_options o = {0};`) and set
@@ -743,6 +845,25 @@ weft_status weft_call_set_error(weft_call *call, const char *message);
  * `call` must be NULL or the context the task received.
  */
 bool weft_call_cancelled(const weft_call *call);
+
+/**
+ * The number of descriptors passed to the task: those of `weft_process_options.fds`, for a
+ * task running in a child process; 0 on a thread, for NULL, or for an invalid context.
+ *
+ * # Safety
+ * `call` must be NULL or the context the task received.
+ */
+size_t weft_call_fd_count(const weft_call *call);
+
+/**
+ * The `index`-th descriptor passed to the task (in the order of `weft_process_options.fds`),
+ * as numbered in this process, or -1 when `index` is out of range (or `call` is NULL). The
+ * descriptor belongs to the task's process; it stays open after the task returns.
+ *
+ * # Safety
+ * `call` must be NULL or the context the task received.
+ */
+int32_t weft_call_fd(const weft_call *call, size_t index);
 
 /**
  * Creates a condition with a new re-entrant lock of its own (Python's `Condition()`).
@@ -1487,6 +1608,215 @@ weft_status weft_rlock_from_token(const void *token, size_t len, weft_rlock **ou
  * `rlock` must be NULL or a handle from weft.
  */
 weft_status weft_rlock_mark_consistent(weft_rlock *rlock);
+
+/**
+ * Starts `task` in a new child process with a copy of `arg[0..arg_len]` as its argument. The
+ * child runs the task, sends its result bytes (or failure message) to the parent, and exits
+ * with code 0 (the task returned WEFT_OK) or 1. On success `*out` receives a handle (free it
+ * with `weft_process_free`). The objects of the default space (`weft_space_default`) are
+ * shared with the child for every start method; named spaces can be opened by name.
+ * Errors: WEFT_NULL_ARGUMENT (`task`, `out`, `arg` NULL with arg_len > 0, `fds` NULL with a
+ * count), WEFT_INVALID_ARGUMENT (bad options, a descriptor that is not open, a task that is not
+ * in a loaded object with forkserver/spawn), WEFT_OS_ERROR (fork, spawn or the server failed),
+ * WEFT_NO_MEMORY.
+ *
+ * # Safety
+ * Pointers must be valid as described; `options` NULL or a valid struct.
+ */
+weft_status weft_process_start(weft_task_fn task, const void *arg, size_t arg_len, const weft_process_options *options, weft_process **out);
+
+/**
+ * Like `weft_process_start` for a task named by `symbol` in the shared library `library`
+ * (loaded if needed; NULL searches the program and the libraries loaded with it). For callers
+ * that hold a name rather than a pointer (bindings).
+ * Errors: those of `weft_process_start`, WEFT_NOT_FOUND (no such library or symbol).
+ *
+ * # Safety
+ * `library` NULL or NUL-terminated; `symbol` NUL-terminated; the rest as for
+ * `weft_process_start`. The symbol must be a `weft_task_fn`.
+ */
+weft_status weft_process_start_symbol(const char *library, const char *symbol, const void *arg, size_t arg_len, const weft_process_options *options, weft_process **out);
+
+/**
+ * Waits until the process has ended and is reaped. Returns WEFT_OK when its task succeeded,
+ * with `*result` (if `result` is not NULL) receiving the result bytes (free with
+ * `weft_bytes_free`); WEFT_TASK_FAILED when the task failed (`weft_last_error_message` gives
+ * its status and message, `weft_process_task_status` its status); WEFT_WORKER_DIED when the
+ * process ended without reporting (it exited on its own, or a signal killed it — see
+ * `weft_process_exitcode`). Blocks up to `timeout_ns` (0 polls, WEFT_FOREVER waits); a weft
+ * thread asked to cancel stops waiting. Several threads may join one process; a joined process
+ * is never left a zombie. Errors besides those: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK
+ * (timeout 0, still running), WEFT_TIMEOUT, WEFT_CANCELLED.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft; `result` NULL or writable.
+ */
+weft_status weft_process_join(weft_process *process, uint64_t timeout_ns, weft_bytes **result);
+
+/**
+ * The status the process's task returned (WEFT_OK for success) in `*status`.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (still running), WEFT_WORKER_DIED (the
+ * process ended without reporting).
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft; `status` writable.
+ */
+weft_status weft_process_task_status(const weft_process *process, weft_status *status);
+
+/**
+ * The process's exit code in `*code` (Python's `exitcode`): its exit status, or minus the
+ * signal that ended it (-9 for SIGKILL, -15 for SIGTERM). Reaps a process that has just ended.
+ * Errors: WEFT_NULL_ARGUMENT; WEFT_WOULD_BLOCK while it runs (Python's None); WEFT_OS_ERROR
+ * with errno ECHILD when other code in this process collected the exit status first (its own
+ * `waitpid(-1)`, or SIGCHLD set to SIG_IGN) — weft never invents a code; the task's result,
+ * which travels separately, is still available from `weft_process_join`.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft; `code` writable.
+ */
+weft_status weft_process_exitcode(const weft_process *process, int32_t *code);
+
+/**
+ * True while the process runs; false once it ended (it is reaped then), and for NULL or an
+ * invalid handle.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+bool weft_process_is_alive(const weft_process *process);
+
+/**
+ * The process id; 0 for NULL or an invalid handle.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+int32_t weft_process_pid(const weft_process *process);
+
+/**
+ * A pidfd of the process (Python's `sentinel`): becomes readable when the process ends, for
+ * poll/epoll/libuv. Owned by the handle (do not close it); -1 for NULL or an invalid handle.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+int32_t weft_process_fd(const weft_process *process);
+
+/**
+ * The process's name (NUL-terminated UTF-8), valid while the handle lives; NULL for NULL or an
+ * invalid handle.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+const char *weft_process_name(const weft_process *process);
+
+/**
+ * True for a daemon process; false for NULL or an invalid handle.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+bool weft_process_is_daemon(const weft_process *process);
+
+/**
+ * The start method the process was started with (`WEFT_START_FORK`, `_FORKSERVER`, `_SPAWN`);
+ * 0 for NULL or an invalid handle.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+uint32_t weft_process_start_method(const weft_process *process);
+
+/**
+ * Sends signal `sig` to the process (through its pidfd, so never to a reused pid). A process
+ * that already ended is not an error. Errors: WEFT_NULL_ARGUMENT, WEFT_OS_ERROR (EINVAL for a
+ * bad signal number).
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+weft_status weft_process_send_signal(weft_process *process, int32_t sig);
+
+/**
+ * Asks the process to end with SIGTERM (Python's `terminate`). Its exit code becomes -15
+ * unless it handles the signal. See `weft_process_send_signal`.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+weft_status weft_process_terminate(weft_process *process);
+
+/**
+ * Ends the process with SIGKILL (Python's `kill`); its exit code becomes -9.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+weft_status weft_process_kill(weft_process *process);
+
+/**
+ * Releases the resources of a process that has ended (Python's `close`); the handle stays
+ * valid for its name, pid and exit code. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (still
+ * running: join it first).
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft.
+ */
+weft_status weft_process_close(weft_process *process);
+
+/**
+ * Frees a process handle; NULL is a no-op. Freeing does not stop the process. A process
+ * freed while it runs is detached: it keeps running, and weft reaps it after it ends (checked
+ * at every later process start and handle free), so it is not left a zombie for long. A daemon
+ * still dies with this process.
+ *
+ * # Safety
+ * `process` must be NULL or a handle from weft, not used after this call.
+ */
+void weft_process_free(weft_process *process);
+
+/**
+ * Sets the process-wide default start method (`WEFT_START_FORK`, `_FORKSERVER` or `_SPAWN`;
+ * Python's `set_start_method`). Errors: WEFT_INVALID_ARGUMENT for anything else.
+ */
+weft_status weft_process_set_start_method(uint32_t method);
+
+/**
+ * The process-wide default start method (`WEFT_START_FORKSERVER` unless changed).
+ */
+uint32_t weft_process_get_start_method(void);
+
+/**
+ * The calling process's id (`getpid`).
+ */
+int32_t weft_process_current_pid(void);
+
+/**
+ * The id of the process that started this one through weft (Python's `parent_process().pid`;
+ * for a forkserver child, the process that asked, not the server), else `getppid()`.
+ */
+int32_t weft_process_parent_pid(void);
+
+/**
+ * The calling process's name: `"MainProcess"`, or the name its weft parent gave it
+ * (NUL-terminated, static for the life of the process). Never NULL.
+ */
+const char *weft_process_current_name(void);
+
+/**
+ * The number of CPUs this process may use (Python 3.13's `process_cpu_count`): the CPUs of
+ * its affinity mask, further limited by a cgroup v2 CPU quota (rounded up); at least 1.
+ */
+uint32_t weft_cpu_count(void);
+
+/**
+ * Installs the warning hook (see `weft_warning_fn`); `hook` NULL silences warnings.
+ *
+ * # Safety
+ * `hook` must stay callable, and `user` valid for it, until replaced.
+ */
+void weft_set_warning_hook(weft_warning_fn hook, void *user);
 
 /**
  * Creates a semaphore holding `value` permits (Python's `Semaphore(value)`), in `*out`.

@@ -22,12 +22,23 @@ pub struct Call<'a> {
     result: Option<Vec<u8>>,
     message: Option<String>,
     cancel: &'a AtomicU32,
+    fds: &'a [i32],
 }
 
 impl<'a> Call<'a> {
     /// A context over `arg`, watching `cancel` (non-zero once cancellation is requested).
     pub fn new(arg: &'a [u8], cancel: &'a AtomicU32) -> Self {
-        Call { arg, result: None, message: None, cancel }
+        Call { arg, result: None, message: None, cancel, fds: &[] }
+    }
+    /// The same context handing the task the descriptors `fds` (a child process's passed
+    /// descriptors, in the order the parent gave them).
+    pub fn with_fds(mut self, fds: &'a [i32]) -> Self {
+        self.fds = fds;
+        self
+    }
+    /// The descriptors passed to the task (empty on threads).
+    pub fn fds(&self) -> &[i32] {
+        self.fds
     }
     /// The argument bytes.
     pub fn arg(&self) -> &[u8] {

@@ -23,7 +23,8 @@ enum BarrierImpl {
 /// `main`) leaves them instead of looking like a death to the other participants.
 static OPEN_SHARED: Mutex<Vec<Weak<Typed<SharedBarrier<SharedWord>>>>> = Mutex::new(Vec::new());
 
-extern "C" fn leave_shared_barriers_at_exit() {
+/// Leaves every shared barrier this process opened (run at exit, and by a child process before it ends).
+pub(crate) extern "C" fn leave_shared_barriers_at_exit() {
     let _ = crate::status::catch(|| {
         let open = OPEN_SHARED.lock().unwrap_or_else(|e| e.into_inner());
         for b in open.iter().filter_map(Weak::upgrade) {

@@ -98,3 +98,26 @@ pub unsafe extern "C" fn weft_call_cancelled(call: *const weft_call) -> bool {
     // SAFETY: forwarded contract; only read.
     guard_value(false, || unsafe { call_mut(call as *mut weft_call) }.is_ok_and(|c| c.cancelled()))
 }
+
+/// The number of descriptors passed to the task: those of `weft_process_options.fds`, for a
+/// task running in a child process; 0 on a thread, for NULL, or for an invalid context.
+///
+/// # Safety
+/// `call` must be NULL or the context the task received.
+#[no_mangle]
+pub unsafe extern "C" fn weft_call_fd_count(call: *const weft_call) -> usize {
+    // SAFETY: forwarded contract; only read.
+    guard_value(0, || unsafe { call_mut(call as *mut weft_call) }.map_or(0, |c| c.fds().len()))
+}
+
+/// The `index`-th descriptor passed to the task (in the order of `weft_process_options.fds`),
+/// as numbered in this process, or -1 when `index` is out of range (or `call` is NULL). The
+/// descriptor belongs to the task's process; it stays open after the task returns.
+///
+/// # Safety
+/// `call` must be NULL or the context the task received.
+#[no_mangle]
+pub unsafe extern "C" fn weft_call_fd(call: *const weft_call, index: usize) -> i32 {
+    // SAFETY: forwarded contract; only read.
+    guard_value(-1, || unsafe { call_mut(call as *mut weft_call) }.map_or(-1, |c| c.fds().get(index).copied().unwrap_or(-1)))
+}

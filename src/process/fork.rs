@@ -1,0 +1,41 @@
+//! The fork start method: the child is a copy of this process and calls the task pointer.
+
+use super::{child, current, lifeline, warn, Options, Started};
+use crate::fd;
+use crate::status::{Error, Result};
+use std::os::fd::IntoRawFd;
+
+/// Forks a child running `task(arg)`.
+pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str, identity: &str) -> Result<Started> {
+    let threads = current::thread_count();
+    if threads > 1 {
+        warn::fork_with_threads(threads);
+    }
+    let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM)?;
+    let life = if opts.daemon { Some(lifeline::read_end_dup()?) } else { None };
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // Flush C stdio first, so buffered output is not written twice (by parent and child).
+    // SAFETY: fflush(NULL) flushes all streams.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+    // SAFETY: fork has no memory-safety preconditions; the child only runs the task and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::last_os("fork"));
+    }
+    if pid == 0 {
+        drop(parent_end);
+        if let Some(l) = life {
+            if lifeline::arm(l.into_raw_fd()).is_err() {
+                // SAFETY: a daemon that cannot be tied to its parent must not outlive it.
+                unsafe { libc::_exit(1) };
+            }
+        }
+        current::become_child(name, identity, parent);
+        child::run_and_exit(task, arg, &opts.fds, child_end);
+    }
+    drop(child_end);
+    drop(life);
+    let pidfd = fd::pidfd_open(pid)?;
+    Ok(Started { pid, pidfd, channel: parent_end })
+}
