@@ -32,8 +32,13 @@ pub fn run_and_exit(task: TaskFn, arg: &[u8], fds: &[RawFd], result: OwnedFd) ->
     exit(code)
 }
 
-/// Sends the outcome frame (a vanished parent is ignored) and gives the exit code.
+/// Sends the outcome frame (a vanished parent is ignored) and gives the exit code. A success
+/// with an empty result sends nothing: exit code 0 says it all, and the parent is woken once,
+/// by the exit, instead of twice.
 fn report(o: &Outcome, result: RawFd) -> i32 {
+    if o.status == WEFT_OK && o.result.is_empty() {
+        return 0;
+    }
     let payload = if o.status == WEFT_OK { &o.result[..] } else { o.message.as_bytes() };
     let _ = wire::send_frame(result, &wire::outcome_frame(o.status, payload), &[]);
     if o.status == WEFT_OK { 0 } else { 1 }

@@ -100,7 +100,21 @@ fn parse_cpu_max(text: &str) -> Option<u32> {
 
 /// The number of threads of this process (from `/proc/self/stat`), or 0 when unknown.
 pub fn thread_count() -> u32 {
-    let Ok(stat) = std::fs::read("/proc/self/stat") else { return 0 };
+    let mut buf = [0u8; 1024];
+    // SAFETY: open/read/close on a stack buffer of the size passed.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return 0;
+    }
+    let stat = &buf[..n as usize];
     // Field 20 (num_threads); the command name (field 2) may hold spaces: count after ')'.
     let Some(close) = stat.iter().rposition(|&b| b == b')') else { return 0 };
     let rest = String::from_utf8_lossy(&stat[close + 1..]);

@@ -11,7 +11,7 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
     if threads > 1 {
         warn::fork_with_threads(threads);
     }
-    let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM)?;
+    let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
     let life = if opts.daemon { Some(lifeline::read_end_dup()?) } else { None };
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
@@ -34,8 +34,9 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
         current::become_child(name, identity, parent);
         child::run_and_exit(task, arg, &opts.fds, child_end);
     }
-    drop(child_end);
     drop(life);
     let pidfd = fd::pidfd_open(pid)?;
-    Ok(Started { pid, pidfd, channel: parent_end })
+    // The parent keeps the child's end open until it has reaped the child: the child's exit
+    // then wakes the parent once (pidfd), not twice (channel hang-up, then pidfd).
+    Ok(Started { pid, pidfd, channel: parent_end, keep: Some(child_end) })
 }

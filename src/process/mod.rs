@@ -125,8 +125,11 @@ pub struct Process {
 
 #[derive(Default)]
 struct State {
-    /// Our end of the result channel (non-blocking); None after close.
+    /// Our end of the result channel (non-blocking, as is the child's: its sends wait for
+    /// room with poll); None after close.
     channel: Option<OwnedFd>,
+    /// The child's end of the channel, held until the child is reaped (see fork.rs).
+    keep: Option<OwnedFd>,
     /// Bytes received and not yet parsed into frames.
     buf: Vec<u8>,
     /// End of file seen on the channel.
@@ -164,7 +167,7 @@ pub fn start(task: TaskFn, arg: &[u8], opts: &Options) -> Result<Arc<Process>> {
                 has_space: space.is_some(),
                 user_fds: opts.fds.len() as u32,
             };
-            let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM)?;
+            let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
             let life = if opts.daemon { Some(lifeline::read_end_dup()?) } else { None };
             let mut fds = vec![child_end.as_raw_fd()];
             fds.extend(life.as_ref().map(|l| l.as_raw_fd()));
@@ -173,17 +176,19 @@ pub fn start(task: TaskFn, arg: &[u8], opts: &Options) -> Result<Arc<Process>> {
             let body = job.encode(wire::BOOT_JOB);
             let (pid, pidfd) =
                 if method == StartMethod::Spawn { spawn::start(&body, &fds)? } else { server::start(&body, &fds)? };
-            Started { pid, pidfd, channel: parent_end }
+            // As for fork: a spawned child's exit should wake us once. The fork server's
+            // channel must see end of file when the server dies, so that one is not kept.
+            let keep = (method == StartMethod::Spawn).then_some(child_end);
+            Started { pid, pidfd, channel: parent_end, keep }
         }
     };
-    fd::set_nonblocking(started.channel.as_raw_fd(), true)?;
     Ok(Arc::new(Process {
         pid: started.pid,
         pidfd: Some(started.pidfd),
         name: CString::new(name.replace('\0', "?")).unwrap_or_default(),
         daemon: opts.daemon,
         method,
-        state: Mutex::new(State { channel: Some(started.channel), ..State::default() }),
+        state: Mutex::new(State { channel: Some(started.channel), keep: started.keep, ..State::default() }),
     }))
 }
 
@@ -192,6 +197,8 @@ pub(crate) struct Started {
     pid: i32,
     pidfd: OwnedFd,
     channel: OwnedFd,
+    /// The child's end of the channel, kept until the child is reaped (direct children).
+    keep: Option<OwnedFd>,
 }
 
 /// Children whose handles were freed while they ran: reaped when they end (checked at every
@@ -338,6 +345,7 @@ impl Process {
             }
             // Everything the child wrote is in the channel now.
             self.pump(st)?;
+            st.keep = None;
             return Ok(true);
         }
         if st.eof && pidfd_ready(self.pidfd()) {
@@ -378,12 +386,6 @@ impl Process {
         }
     }
 
-    /// The task's outcome once the child has ended: `Ok(Some)` when the task reported,
-    /// `Ok(None)` when the child ended without reporting.
-    pub fn outcome(&self) -> Option<Outcome> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).outcome.clone()
-    }
-
     /// How the child ended: `Ok(None)` while it runs (reaping it if it just ended).
     pub fn exit_status(&self) -> Result<Option<ExitStatus>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -405,6 +407,8 @@ impl Process {
         }
         match &st.exit {
             None => Err(Error::new(WEFT_INVALID_STATE, "the process is still running")),
+            // A task that succeeded with an empty result sends no frame (see child.rs).
+            Some(Ok(ExitStatus::Code(0))) => Ok(Outcome::default()),
             Some(Ok(ExitStatus::Code(c))) => {
                 Err(Error::new(WEFT_WORKER_DIED, format!("process {} exited with code {c} before its task returned", self.pid)))
             }

@@ -1,0 +1,3 @@
+//! Code shared by the benches.
+
+pub mod harness;

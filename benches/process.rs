@@ -1,0 +1,233 @@
+//! weft's processes, pipes and commands vs their peers, side by side in one run (DESIGN.md §6,
+//! issue 4). See benches/README.md.
+//!
+//! `cargo bench --bench process [-- FILTER...]` runs the benchmarks (or those whose key starts
+//! with one of the FILTER words: `start`, `pipe`, `command`).
+//!
+//! Method: the harness of benches/common (interleaved slices in rotating order, several
+//! rounds, median of rounds, ratios of per-round samples). Every sample checks its own work
+//! (exit codes, echoed bytes) and a failed check aborts the run. weft is called through its
+//! exported `extern "C"` functions. The peers: the raw system calls (fork + waitpid,
+//! posix_spawn of /bin/true, a pipe pair), and CPython's multiprocessing and subprocess in one
+//! long-running interpreter (benches/process_peer.py).
+//!
+//! Environment: `WEFT_BENCH_ROUNDS` (default 7), `WEFT_BENCH_CHUNKS` (default 5),
+//! `WEFT_BENCH_SCALE` (default 1.0), `WEFT_BENCH_ONLY`, `WEFT_BENCH_VERBOSE=1`,
+//! `WEFT_BENCH_PYTHON` (default `python3`).
+
+mod common;
+
+use common::harness::*;
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::ptr::null_mut;
+use std::time::Instant;
+
+use weft::capi::call::weft_call;
+use weft::capi::process::{
+    weft_process, weft_process_exitcode, weft_process_free, weft_process_join, weft_process_options, weft_process_start,
+    weft_set_warning_hook, WEFT_START_FORK, WEFT_START_FORKSERVER, WEFT_START_SPAWN,
+};
+use weft::status::{weft_status, WEFT_OK};
+use weft::time::WEFT_FOREVER;
+
+fn check(rc: weft_status, what: &str) {
+    assert!(rc == WEFT_OK, "{what} returned {rc}");
+}
+
+fn now_ns() -> u64 {
+    weft::time::now_ns()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Python peer.
+
+struct PyPeer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PyPeer {
+    fn python() -> String {
+        std::env::var("WEFT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into())
+    }
+
+    fn start() -> Option<PyPeer> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/process_peer.py");
+        let mut child = Command::new(Self::python()).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
+        let stdin = child.stdin.take()?;
+        let stdout = BufReader::new(child.stdout.take()?);
+        let mut peer = PyPeer { child, stdin, stdout };
+        peer.run("run 1").ok()?;
+        Some(peer)
+    }
+
+    /// Runs one command; ns per operation.
+    fn run(&mut self, cmd: &str) -> Result<f64, String> {
+        writeln!(self.stdin, "{cmd}").map_err(|e| e.to_string())?;
+        self.stdin.flush().map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["ok", v] => v.parse().map_err(|_| line.clone()),
+            _ => Err(format!("process_peer.py: {}", line.trim())),
+        }
+    }
+
+    fn version() -> String {
+        Command::new(Self::python())
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "not found".into())
+    }
+}
+
+impl Drop for PyPeer {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process start + join.
+
+extern "C" fn nothing(_call: *mut weft_call) -> weft_status {
+    WEFT_OK
+}
+
+/// weft: start + join + free `n` processes with `method`; ns per process.
+fn weft_start_join(method: u32, n: u64) -> f64 {
+    let opts = weft_process_options { name: std::ptr::null(), start_method: method, daemon: false, fds: std::ptr::null(), fd_count: 0, reserved: [0; 4] };
+    let t0 = now_ns();
+    for _ in 0..n {
+        let mut p: *mut weft_process = null_mut();
+        // SAFETY: valid options and out-pointer; `nothing` is a weft_task_fn.
+        unsafe {
+            check(weft_process_start(Some(nothing), std::ptr::null(), 0, &opts, &mut p), "weft_process_start");
+            check(weft_process_join(p, WEFT_FOREVER, null_mut()), "weft_process_join");
+            let mut code = -1;
+            check(weft_process_exitcode(p, &mut code), "weft_process_exitcode");
+            assert_eq!(code, 0);
+            weft_process_free(p);
+        }
+    }
+    (now_ns() - t0) as f64 / n as f64
+}
+
+/// Raw fork + waitpid of a child that exits at once; ns per process.
+fn raw_fork(n: u64) -> f64 {
+    let t0 = now_ns();
+    for _ in 0..n {
+        // SAFETY: the child only calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: ending the child.
+            unsafe { libc::_exit(0) };
+        }
+        assert!(pid > 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0);
+    }
+    (now_ns() - t0) as f64 / n as f64
+}
+
+/// posix_spawn of `prog` (no arguments) + waitpid; ns per process.
+fn raw_posix_spawn(prog: &str, n: u64) -> f64 {
+    let path = CString::new(prog).unwrap();
+    let argv = [path.as_ptr(), std::ptr::null()];
+    extern "C" {
+        static environ: *const *mut libc::c_char;
+    }
+    let t0 = now_ns();
+    for _ in 0..n {
+        let mut pid = 0;
+        // SAFETY: NUL-terminated path and argv; the process environment.
+        let rc = unsafe { libc::posix_spawn(&mut pid, path.as_ptr(), std::ptr::null(), std::ptr::null(), argv.as_ptr() as *const *mut _, environ) };
+        assert_eq!(rc, 0, "posix_spawn");
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0);
+    }
+    (now_ns() - t0) as f64 / n as f64
+}
+
+fn scaled(base: f64, s: f64) -> u64 {
+    ((base * s).round() as u64).max(1)
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |key: &str| filters.is_empty() || filters.iter().any(|f| key.starts_with(f.as_str()));
+    let cfg = Config {
+        rounds: std::env::var("WEFT_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1),
+        chunks: std::env::var("WEFT_BENCH_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
+        scale: std::env::var("WEFT_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0),
+        only: std::env::var("WEFT_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
+        verbose: std::env::var("WEFT_BENCH_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0"),
+    };
+    let start = Instant::now();
+    // The bench compares single-threaded fork; no warning is wanted in its output.
+    // SAFETY: NULL silences warnings.
+    unsafe { weft_set_warning_hook(None, null_mut()) };
+    println!("weft process benchmarks (benches/process.rs) — weft {} vs peers, one run, same machine", env!("CARGO_PKG_VERSION"));
+    println!("CPU: {}", cpu_model());
+    // SAFETY: sysconf has no preconditions.
+    println!("cores: {} online; Python peer: {} (benches/process_peer.py)", unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }, PyPeer::version());
+    println!("load average at start: {}", loadavg());
+    let py = std::cell::RefCell::new(PyPeer::start());
+    if py.borrow().is_none() {
+        println!("(the Python peer did not start: its rows are left out)");
+    }
+    let py_run = |cmd: String| -> f64 { py.borrow_mut().as_mut().map(|p| p.run(&cmd).unwrap_or_else(|e| panic!("{e}"))).unwrap_or(f64::NAN) };
+    let mut verdicts = Vec::new();
+
+    if want("start") {
+        // Per slice at scale 1: 200 forks, 200 forkserver children, 40 spawns; Python fewer.
+        verdicts.extend(bench(
+            &cfg,
+            "1 process start + join (fork)",
+            "a child that returns at once; ns per process",
+            vec![
+                contender("weft fork (C ABI)", Role::Weft, |s| weft_start_join(WEFT_START_FORK, scaled(200.0, s))),
+                contender("raw fork + waitpid", Role::Peer, |s| raw_fork(scaled(200.0, s))),
+                contender("Python multiprocessing fork", Role::Info, |s| py_run(format!("start fork {}", scaled(10.0, s)))),
+            ],
+            &[Target { id: "1", what: "fork start+join", weft: "weft fork (C ABI)", peer: "raw fork + waitpid", goal: Goal::AtMost(1.2) }],
+        ));
+        verdicts.extend(bench(
+            &cfg,
+            "2 process start + join (forkserver)",
+            "a child that returns at once; ns per process",
+            vec![
+                contender("weft forkserver (C ABI)", Role::Weft, |s| weft_start_join(WEFT_START_FORKSERVER, scaled(200.0, s))),
+                contender("raw fork + waitpid", Role::Peer, |s| raw_fork(scaled(200.0, s))),
+                contender("Python multiprocessing forkserver", Role::Info, |s| py_run(format!("start forkserver {}", scaled(4.0, s)))),
+            ],
+            &[Target { id: "2", what: "forkserver start+join", weft: "weft forkserver (C ABI)", peer: "raw fork + waitpid", goal: Goal::Under(300_000.0) }],
+        ));
+        verdicts.extend(bench(
+            &cfg,
+            "3 process start + join (spawn)",
+            "a child that returns at once; ns per process",
+            vec![
+                contender("weft spawn (C ABI)", Role::Weft, |s| weft_start_join(WEFT_START_SPAWN, scaled(40.0, s))),
+                contender("posix_spawn /bin/true + waitpid", Role::Peer, |s| raw_posix_spawn("/bin/true", scaled(40.0, s))),
+                contender("Python multiprocessing spawn", Role::Info, |s| py_run(format!("start spawn {}", scaled(1.0, s)))),
+            ],
+            &[Target { id: "3", what: "spawn start+join", weft: "weft spawn (C ABI)", peer: "posix_spawn /bin/true + waitpid", goal: Goal::Under(1_500_000.0) }],
+        ));
+    }
+
+    print_summary(&verdicts);
+    drop(py);
+    println!("load average at end: {}", loadavg());
+    println!("total time: {:.1} s", start.elapsed().as_secs_f64());
+}
