@@ -62,6 +62,37 @@
 #define WEFT_FOREVER UINT64_MAX
 
 /**
+ * Stream mode: the child uses this process's stream (the default).
+ */
+#define WEFT_STDIO_INHERIT 0
+
+/**
+ * Stream mode: a pipe to this process (`weft_command_communicate`, or the descriptor from
+ * `weft_command_stdin_fd` / `_stdout_fd` / `_stderr_fd`).
+ */
+#define WEFT_STDIO_PIPE 1
+
+/**
+ * Stream mode: `/dev/null`.
+ */
+#define WEFT_STDIO_NULL 2
+
+/**
+ * Stream mode: a copy of the caller's descriptor in `stdin_fd` / `stdout_fd` / `stderr_fd`.
+ */
+#define WEFT_STDIO_FD 3
+
+/**
+ * Stream mode, stderr only: wherever stdout goes (`2>&1`, Python's `subprocess.STDOUT`).
+ */
+#define WEFT_STDIO_STDOUT 4
+
+/**
+ * Flag of `weft_command_run`: a non-zero return code is an error (Python's `check=True`).
+ */
+#define WEFT_RUN_CHECK 1
+
+/**
  * Start method: the process-wide default (forkserver unless `weft_process_set_start_method`
  * changed it).
  */
@@ -140,6 +171,22 @@ typedef struct weft_bytes weft_bytes;
  * running it; not thread-safe.
  */
 typedef struct weft_call weft_call;
+
+/**
+ * A started program (Python's `Popen`). Created by `weft_command_start`, freed with
+ * `weft_command_free`. Thread-safe: several threads may wait for it (each sees the return
+ * code), poll it, signal it and read its descriptors; one thread at a time may
+ * communicate with it (a second gets WEFT_INVALID_STATE).
+ *
+ * The child is tracked by a pidfd: weft installs no SIGCHLD handler and never calls
+ * `waitpid(-1)`. Code that collects children itself (`waitpid(-1)`, a SIGCHLD handler,
+ * SIGCHLD set to SIG_IGN) takes the exit status away from weft: the wait functions then
+ * return WEFT_OS_ERROR with errno ECHILD and say so, never a made-up return code.
+ *
+ * Return codes follow Python: the exit code, or minus the signal number that ended the
+ * child (-9 after `weft_command_kill`).
+ */
+typedef struct weft_command weft_command;
 
 /**
  * A condition variable (Python's `threading.Condition`, or `multiprocessing.Condition` when
@@ -276,6 +323,56 @@ typedef int32_t weft_status;
  * others get WEFT_BROKEN.
  */
 typedef weft_status (*weft_barrier_action)(void *ctx);
+
+/**
+ * How to start a program. Zero-initialise (`weft_command_options o = {0};`) and set what you
+ * need; NULL options mean all defaults (inherit everything).
+ */
+typedef struct {
+    /**
+     * The child's whole environment: a NULL-terminated array of `"KEY=VALUE"` strings
+     * (copied), or NULL to inherit this process's. A program name without `/` is searched
+     * in the `PATH` of this environment (`/bin:/usr/bin` when it has none).
+     */
+    const char *const *env;
+    /**
+     * Working directory of the child (copied), or NULL for this process's. A relative
+     * program path is resolved in it.
+     */
+    const char *cwd;
+    /**
+     * WEFT_STDIO_INHERIT, _PIPE, _NULL or _FD.
+     */
+    uint32_t stdin_mode;
+    /**
+     * WEFT_STDIO_INHERIT, _PIPE, _NULL or _FD.
+     */
+    uint32_t stdout_mode;
+    /**
+     * WEFT_STDIO_INHERIT, _PIPE, _NULL, _FD or _STDOUT.
+     */
+    uint32_t stderr_mode;
+    /**
+     * With WEFT_STDIO_FD: the descriptor the child's stdin copies (it stays the caller's).
+     */
+    int stdin_fd;
+    /**
+     * With WEFT_STDIO_FD: the descriptor the child's stdout copies (it stays the caller's).
+     */
+    int stdout_fd;
+    /**
+     * With WEFT_STDIO_FD: the descriptor the child's stderr copies (it stays the caller's).
+     */
+    int stderr_fd;
+    /**
+     * Start the child in a new session (`setsid()`, Python's `start_new_session`).
+     */
+    bool start_new_session;
+    /**
+     * Reserved for future options; must be zero.
+     */
+    uint64_t reserved[4];
+} weft_command_options;
 
 /**
  * A predicate for `weft_condition_wait_for`, called with the lock held.
@@ -864,6 +961,194 @@ size_t weft_call_fd_count(const weft_call *call);
  * `call` must be NULL or the context the task received.
  */
 int32_t weft_call_fd(const weft_call *call, size_t index);
+
+/**
+ * Starts `argv[0]` with the arguments `argv` (a NULL-terminated array; copied). A program
+ * without `/` is searched in `PATH` like `execvp`. The child gets only descriptors 0, 1
+ * and 2 (Python's `close_fds`); every descriptor weft creates is close-on-exec. On success
+ * `*out` receives the handle. Returns once the program runs: a program that cannot be
+ * executed is an error here, never a child exiting with 127 — WEFT_NOT_FOUND (no such
+ * program: errno ENOENT, or no such working directory), WEFT_PERMISSION_DENIED (not
+ * executable or directory not accessible: EACCES/EPERM), WEFT_OS_ERROR (other failures);
+ * `weft_last_error_errno` gives the errno and the message names the program (and the
+ * directory). Other errors: WEFT_NULL_ARGUMENT (`argv`, `out`), WEFT_INVALID_ARGUMENT
+ * (empty argv, a bad mode or descriptor, an environment entry without `=`, reserved
+ * options not zero). Needs Linux 5.4 (pidfd); thread-safe.
+ *
+ * # Safety
+ * `argv` must be a NULL-terminated array of strings; `opts` NULL or a valid struct whose
+ * `env` is NULL or a NULL-terminated string array; `out` writable.
+ */
+weft_status weft_command_start(const char *const *argv, const weft_command_options *opts, weft_command **out);
+
+/**
+ * Waits up to `timeout_ns` for the child to exit (Python's `wait`) and writes its return
+ * code to `*returncode` (if not NULL). Once collected, every later wait returns the same
+ * code at once. 0 polls (see `weft_command_poll`), WEFT_FOREVER waits forever; a weft
+ * thread asked to cancel stops waiting. Several threads may wait at once. Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK (timeout 0, still running), WEFT_TIMEOUT,
+ * WEFT_CANCELLED, WEFT_OS_ERROR (errno ECHILD: another waitpid collected the child).
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft; `returncode` NULL or writable.
+ */
+weft_status weft_command_wait(weft_command *c, uint64_t timeout_ns, int *returncode);
+
+/**
+ * Python's `poll`: the return code in `*returncode` (if not NULL) when the child has
+ * exited, WEFT_WOULD_BLOCK while it runs. Never blocks. Errors as `weft_command_wait`.
+ *
+ * # Safety
+ * As `weft_command_wait`.
+ */
+weft_status weft_command_poll(weft_command *c, int *returncode);
+
+/**
+ * Python's `communicate`: writes `input[0..input_len]` to the child's stdin and closes it,
+ * reads its stdout and stderr until end of file, waits for the child, then gives
+ * `*out` and `*err` (each may be NULL to discard) a new buffer with what it wrote (free with
+ * `weft_bytes_free`), or NULL for a stream that is not a pipe. One poll loop on the calling
+ * thread moves all streams at once, so no amount of data in either direction deadlocks. A
+ * child that stops reading its input is no error (the rest is dropped); the SIGPIPE of
+ * that write never reaches this process.
+ *
+ * Up to `timeout_ns` (0: only what can be done without blocking; WEFT_FOREVER). When it
+ * runs out the call returns WEFT_TIMEOUT (WEFT_WOULD_BLOCK for 0) and keeps the output read
+ * so far and the input not yet written: call again, with no input, to continue (Python's
+ * TimeoutExpired). A call after a completed one returns empty output. Errors:
+ * WEFT_NULL_ARGUMENT (`c`; `input` NULL with input_len > 0), WEFT_INVALID_STATE (input for
+ * a stdin that is not a pipe or was closed, input on a later call, another thread
+ * communicating), WEFT_TIMEOUT, WEFT_WOULD_BLOCK, WEFT_CANCELLED, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft; `input` readable for `input_len` bytes; `out`
+ * and `err` NULL or writable.
+ */
+weft_status weft_command_communicate(weft_command *c, const void *input, size_t input_len, uint64_t timeout_ns, weft_bytes **out, weft_bytes **err);
+
+/**
+ * Sends signal `sig` to the child (0 only checks). Does nothing once the return code was
+ * collected (Python); the pidfd never reaches an unrelated process that reused the pid.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (not a signal number), WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_command_send_signal(weft_command *c, int sig);
+
+/**
+ * Sends SIGTERM (Python's `terminate`). Errors as `weft_command_send_signal`.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_command_terminate(weft_command *c);
+
+/**
+ * Sends SIGKILL (Python's `kill`). Errors as `weft_command_send_signal`.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_command_kill(weft_command *c);
+
+/**
+ * The child's process id (still given after it was collected, like Python's `pid`; use the
+ * pidfd to signal or watch it). -1 for NULL or an invalid handle.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+int weft_command_pid(const weft_command *c);
+
+/**
+ * The child's pidfd: becomes readable (POLLIN) when the child exits, for epoll, libuv or
+ * asyncio. Owned by the handle (do not close it); valid until `weft_command_free`. -1 for
+ * NULL or an invalid handle.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+int weft_command_fd(const weft_command *c);
+
+/**
+ * The write end of the child's stdin pipe (Python's `Popen.stdin`), owned by the handle:
+ * write to it, but close it only with `weft_command_close_stdin`. -1 when stdin is not a
+ * pipe, after it was closed (by `weft_command_close_stdin` or `weft_command_communicate`),
+ * or for NULL. Writing to it after the child stopped reading raises SIGPIPE as usual.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+int weft_command_stdin_fd(const weft_command *c);
+
+/**
+ * The read end of the child's stdout pipe (Python's `Popen.stdout`), owned by the handle
+ * (do not close it). -1 when stdout is not a pipe, after `weft_command_communicate` read it
+ * to the end, or for NULL.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+int weft_command_stdout_fd(const weft_command *c);
+
+/**
+ * The read end of the child's stderr pipe, as `weft_command_stdout_fd`.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+int weft_command_stderr_fd(const weft_command *c);
+
+/**
+ * Closes weft's end of the child's stdin pipe so the child reads end of file. Closing it
+ * again is fine. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (stdin is not a pipe;
+ * another thread is communicating).
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_command_close_stdin(weft_command *c);
+
+/**
+ * Frees the handle and closes its pipes and pidfd. NULL is a no-op. A child that has exited
+ * is collected now. A child still running is neither killed nor waited for (as Python's
+ * `Popen` when it is garbage-collected): weft keeps its pidfd on a process-wide list and
+ * collects it, without blocking, at every later `weft_command_start`, `weft_command_run`
+ * and `weft_command_free` after it exits — so it is a zombie at most until the next of
+ * those calls. Kill and wait first to end it now.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_command_free(weft_command *c);
+
+/**
+ * Python's `subprocess.run`: starts `argv` with `opts`, writes `input`, reads the output,
+ * waits for the child, and writes its return code to `*returncode` (if not NULL).
+ *
+ * - `input` non-NULL (even with `input_len` 0) makes a stdin left at WEFT_STDIO_INHERIT a
+ *   pipe; with stdin WEFT_STDIO_NULL or _FD it is WEFT_INVALID_ARGUMENT.
+ * - `out` / `err` non-NULL capture stdout / stderr (Python's `capture_output`): a stream left
+ *   at WEFT_STDIO_INHERIT becomes a pipe, and the buffer it filled is written there (free
+ *   with `weft_bytes_free`); a stream that is not a pipe (null, a descriptor, stderr merged
+ *   into stdout) gives NULL. A piped stream whose pointer is NULL is read and dropped.
+ * - `flags`: 0 or WEFT_RUN_CHECK.
+ *
+ * The whole run takes up to `timeout_ns` (WEFT_FOREVER: no limit). When the time runs out
+ * the child is killed (SIGKILL) and collected, and WEFT_TIMEOUT is returned (Python's
+ * TimeoutExpired); any other failure after the start also kills and collects it. With
+ * WEFT_RUN_CHECK a non-zero return code returns WEFT_TASK_FAILED naming the program and the
+ * code (Python's CalledProcessError) — and, unlike other failures, still writes
+ * `*returncode`, `*out` and `*err`. Errors: those of `weft_command_start` and
+ * `weft_command_communicate`, WEFT_INVALID_ARGUMENT (unknown flags), WEFT_TIMEOUT,
+ * WEFT_TASK_FAILED. Thread-safe.
+ *
+ * # Safety
+ * As `weft_command_start`; `input` readable for `input_len` bytes; `returncode`, `out` and
+ * `err` NULL or writable.
+ */
+weft_status weft_command_run(const char *const *argv, const weft_command_options *opts, const void *input, size_t input_len, uint64_t timeout_ns, uint32_t flags, int *returncode, weft_bytes **out, weft_bytes **err);
 
 /**
  * Creates a condition with a new re-entrant lock of its own (Python's `Condition()`).

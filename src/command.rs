@@ -1,1 +1,0 @@
-//! Running external programs (Python's `subprocess`).
