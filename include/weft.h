@@ -1927,8 +1927,11 @@ weft_status weft_process_start_symbol(const char *library, const char *symbol, c
  * with `*result` (if `result` is not NULL) receiving the result bytes (free with
  * `weft_bytes_free`); WEFT_TASK_FAILED when the task failed (`weft_last_error_message` gives
  * its status and message, `weft_process_task_status` its status); WEFT_WORKER_DIED when the
- * process ended without reporting (it exited on its own, or a signal killed it — see
- * `weft_process_exitcode`). Blocks up to `timeout_ns` (0 polls, WEFT_FOREVER waits); a weft
+ * process ended without reporting — it exited on its own with a non-zero status, or a signal
+ * killed it (see `weft_process_exitcode`). Exit status 0 is success, as in Python: a task
+ * that ends its process with `exit(0)` counts as having returned WEFT_OK with an empty result
+ * (a task returning WEFT_OK with no result sends nothing, so that the parent is woken once,
+ * by the exit). Blocks up to `timeout_ns` (0 polls, WEFT_FOREVER waits); a weft
  * thread asked to cancel stops waiting. Several threads may join one process; a joined process
  * is never left a zombie. Errors besides those: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK
  * (timeout 0, still running), WEFT_TIMEOUT, WEFT_CANCELLED.

@@ -3,7 +3,10 @@
 //!
 //! Every `ctests/*.c` file is compiled into one program, `weft_ctests` (tests register
 //! themselves with the `TEST()` macro of `ctests/runner.h`), with the C compiler the `cc` crate
-//! finds. The program runs each test in its own forked child with a timeout and prints TAP;
+//! finds. The task functions of the process tests that must live in a shared library,
+//! `ctests/tasklib/*.c`, are built once into `target/ctests/libweft_tasklib.so` (linked
+//! against libweft.so, not instrumented, like libweft.so itself), which both programs link
+//! against with an rpath. The program runs each test in its own forked child with a timeout and prints TAP;
 //! the TAP is streamed to this test's output, and the test fails, quoting the failing lines,
 //! when the program exits non-zero. Run one C test by hand with
 //! `target/ctests/weft_ctests NAME` (or `--in-process NAME` under a debugger, `--list`).
@@ -13,7 +16,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,13 +45,21 @@ fn c_sources() -> Vec<PathBuf> {
     files
 }
 
-/// Compiles and links the whole suite into `target/ctests/<name>` against libweft.so.
-fn build_suite(name: &str, extra_flags: &[&str]) -> PathBuf {
-    let lib_dir = common::cdylib_dir();
-    let out_dir = common::target_dir().join("ctests");
-    std::fs::create_dir_all(&out_dir).expect("create target/ctests");
-    let exe = out_dir.join(name);
+/// The C files of the task library (`ctests/tasklib/*.c`), sorted.
+fn tasklib_sources() -> Vec<PathBuf> {
+    let dir = common::root().join("ctests").join("tasklib");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("read ctests/tasklib entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "ctests/tasklib holds no C file");
+    files
+}
 
+/// A `cc` build configured as every C file of the suite is compiled.
+fn c_build(extra_flags: &[&str]) -> cc::Build {
     let triple = target_triple();
     let mut build = cc::Build::new();
     build
@@ -68,23 +79,69 @@ fn build_suite(name: &str, extra_flags: &[&str]) -> PathBuf {
     for flag in extra_flags {
         build.flag(flag);
     }
-    let compiler = build.get_compiler();
-    let mut cmd = compiler.to_command();
-    cmd.arg("-I").arg(common::root().join("include"));
-    cmd.arg("-I").arg(common::root().join("ctests"));
-    cmd.args(c_sources());
-    cmd.arg("-o").arg(&exe);
-    cmd.arg("-L").arg(lib_dir).arg("-lweft");
-    cmd.arg(format!("-Wl,-rpath,{}", lib_dir.display()));
-    let output = cmd.output().unwrap_or_else(|e| panic!("run the C compiler {:?}: {e}", compiler.path()));
+    build
+}
+
+/// Runs a compiler command; panics with its output when it fails.
+fn run_compiler(mut cmd: Command, what: &str) {
+    let output = cmd.output().unwrap_or_else(|e| panic!("run the C compiler {:?}: {e}", cmd.get_program()));
     assert!(
         output.status.success(),
-        "compiling the C suite failed ({}):\n{:?}\n{}{}",
+        "compiling {what} failed ({}):\n{:?}\n{}{}",
         output.status,
         cmd,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Builds `target/ctests/libweft_tasklib.so` from `ctests/tasklib/*.c` (once per test binary:
+/// both suites link against the same file, which must not change while either runs — the
+/// forkserver and spawn start methods check that a task's object is the one the parent saw)
+/// and returns the directory holding it.
+fn build_tasklib() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let lib_dir = common::cdylib_dir();
+        let out_dir = common::target_dir().join("ctests");
+        std::fs::create_dir_all(&out_dir).expect("create target/ctests");
+        let lib = out_dir.join("libweft_tasklib.so");
+        // Built under a temporary name and renamed into place, so that a program still running
+        // from an earlier build keeps its (unchanged) file.
+        let tmp = out_dir.join(format!("libweft_tasklib.so.tmp{}", std::process::id()));
+        let compiler = c_build(&[]).get_compiler();
+        let mut cmd = compiler.to_command();
+        cmd.args(["-fPIC", "-shared"]);
+        cmd.arg("-I").arg(common::root().join("include"));
+        cmd.arg("-I").arg(common::root().join("ctests").join("tasklib"));
+        cmd.args(tasklib_sources());
+        cmd.arg("-o").arg(&tmp);
+        cmd.arg("-L").arg(lib_dir).arg("-lweft");
+        cmd.arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+        run_compiler(cmd, "the C task library");
+        std::fs::rename(&tmp, &lib).unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), lib.display()));
+        out_dir
+    })
+}
+
+/// Compiles and links the whole suite into `target/ctests/<name>` against libweft.so and the
+/// task library.
+fn build_suite(name: &str, extra_flags: &[&str]) -> PathBuf {
+    let lib_dir = common::cdylib_dir();
+    let tasklib_dir = build_tasklib();
+    let exe = tasklib_dir.join(name);
+
+    let compiler = c_build(extra_flags).get_compiler();
+    let mut cmd = compiler.to_command();
+    cmd.arg("-I").arg(common::root().join("include"));
+    cmd.arg("-I").arg(common::root().join("ctests"));
+    cmd.args(c_sources());
+    cmd.arg("-o").arg(&exe);
+    cmd.arg("-L").arg(tasklib_dir).arg("-lweft_tasklib");
+    cmd.arg(format!("-Wl,-rpath,{}", tasklib_dir.display()));
+    cmd.arg("-L").arg(lib_dir).arg("-lweft");
+    cmd.arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+    run_compiler(cmd, "the C suite");
     exe
 }
 

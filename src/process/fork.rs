@@ -32,7 +32,11 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
             }
         }
         current::become_child(name, identity, parent);
-        child::run_and_exit(task, arg, &opts.fds, child_end);
+        // The task gets its own close-on-exec duplicates, as with the other start methods
+        // (the parent's descriptors keep their flags: passing stdout must not make it
+        // close-on-exec in the child).
+        let fds: Vec<i32> = opts.fds.iter().map(|&f| fd::dup(f).map_or(-1, std::os::fd::IntoRawFd::into_raw_fd)).collect();
+        child::run_and_exit(task, arg, &fds, child_end);
     }
     drop(life);
     let pidfd = fd::pidfd_open(pid)?;

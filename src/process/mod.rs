@@ -348,12 +348,24 @@ impl Process {
             st.keep = None;
             return Ok(true);
         }
-        if st.eof && pidfd_ready(self.pidfd()) {
-            // The server died before it could report: the status is lost.
-            st.exit = Some(Err(Error::new(WEFT_OS_ERROR, "the fork server ended before reporting the child's exit status")));
-            return Ok(true);
+        if !pidfd_ready(self.pidfd()) {
+            return Ok(false);
         }
-        Ok(false)
+        // The child has ended; the server reaps it and sends its status right after. Wait for
+        // that frame (briefly: a server that does not send it within the bound has died or
+        // hangs, and the status is reported lost).
+        let bound = Deadline::from_timeout_ns(2_000_000_000);
+        while st.exit.is_none() && !st.eof {
+            let ch = st.channel.as_ref().map_or(-1, |c| c.as_raw_fd());
+            if ch < 0 || fd::wait_ready(ch, libc::POLLIN, bound, "").is_err() {
+                break;
+            }
+            self.pump(st)?;
+        }
+        if st.exit.is_none() {
+            st.exit = Some(Err(Error::new(WEFT_OS_ERROR, "the fork server ended before reporting the child's exit status")));
+        }
+        Ok(true)
     }
 
     /// Waits until the child has ended (and is reaped) or the deadline passes.

@@ -84,7 +84,10 @@ fn request_with_restart(server: &mut Option<Server>, body: &[u8], fds: &[RawFd])
             r => return r,
         }
     }
-    Err(Error::new(WEFT_CLOSED, "the fork server keeps dying"))
+    Err(Error::new(
+        WEFT_CLOSED,
+        "the fork server ended at start-up twice: a fresh image of this program could not take weft's start-up path (see its stderr)",
+    ))
 }
 
 fn launch() -> Result<Server> {

@@ -1,8 +1,9 @@
 //! The spawn start method, and how any fresh weft process boots (the fork server is one).
 //!
 //! The child is a fresh image of this program (`/proc/self/exe`, started with `posix_spawn`).
-//! When weft lives in a shared library, `LD_PRELOAD` names it so that it loads first even in a
-//! program that loads weft only later (Python with ctypes or cffi). A load-time constructor of
+//! When weft lives in a shared library that the executable does not itself need (Python loading
+//! it with ctypes or cffi), `LD_PRELOAD` names it so that it loads at start-up; sanitizer
+//! runtimes the process has loaded go before it, since they insist on coming first. A load-time constructor of
 //! weft finds `WEFT_SPAWN_FD` in the environment, restores the environment the parent had, and
 //! takes the process over before the program's `main` runs: it reads its first message on that
 //! descriptor (a job, or "be the fork server"), runs it and exits. The program's `main` never
@@ -85,10 +86,104 @@ fn weft_library() -> Option<&'static str> {
     .as_deref()
 }
 
+/// An entry of an ELF dynamic section (`Elf64_Dyn`).
+#[repr(C)]
+struct Dyn {
+    d_tag: i64,
+    d_un: u64,
+}
+
+/// Whether the executable itself needs `soname` (a `DT_NEEDED` entry of the main program):
+/// then a fresh image loads weft at start-up without `LD_PRELOAD`.
+fn executable_needs(soname: &str) -> bool {
+    struct Query<'a> {
+        soname: &'a str,
+        found: bool,
+    }
+    unsafe extern "C" fn first(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `data` is the Query passed below; `info` describes the main program (the
+        // first object the loader reports), whose program headers and dynamic section are
+        // mapped for the life of the process.
+        unsafe {
+            let q = &mut *(data as *mut Query);
+            let info = &*info;
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+            let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else { return 1 };
+            let mut d = (info.dlpi_addr as usize + dynamic.p_vaddr as usize) as *const Dyn;
+            let mut strtab = 0usize;
+            let mut needed = Vec::new();
+            while (*d).d_tag != 0 {
+                match (*d).d_tag as u64 {
+                    5 => strtab = (*d).d_un as usize,  // DT_STRTAB
+                    1 => needed.push((*d).d_un as usize), // DT_NEEDED
+                    _ => {}
+                }
+                d = d.add(1);
+            }
+            if strtab == 0 {
+                return 1;
+            }
+            // The loader relocates DT_STRTAB in place on most targets; an unrelocated value
+            // is below the load address.
+            if strtab < info.dlpi_addr as usize {
+                strtab += info.dlpi_addr as usize;
+            }
+            q.found = needed.iter().any(|&off| CStr::from_ptr((strtab + off) as *const c_char).to_bytes() == q.soname.as_bytes());
+        }
+        1 // stop after the main program
+    }
+    let mut q = Query { soname, found: false };
+    // SAFETY: the callback matches dl_iterate_phdr's contract and only reads loader data.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&mut q as *mut Query).cast()) };
+    q.found
+}
+
+/// Sanitizer runtimes loaded in this process: they must stay first in a child's library list,
+/// so they go before weft in `LD_PRELOAD`.
+fn sanitizer_runtimes() -> Vec<String> {
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `data` is the Vec passed below; `dlpi_name` is NULL or NUL-terminated.
+        unsafe {
+            let out = &mut *(data as *mut Vec<String>);
+            let name = (*info).dlpi_name;
+            if !name.is_null() {
+                let n = CStr::from_ptr(name).to_string_lossy();
+                let base = n.rsplit('/').next().unwrap_or("");
+                if ["libasan", "libtsan", "liblsan", "libubsan", "libhwasan", "libclang_rt."].iter().any(|p| base.starts_with(p)) {
+                    out.push(n.into_owned());
+                }
+            }
+        }
+        0
+    }
+    let mut out: Vec<String> = Vec::new();
+    // SAFETY: the callback matches dl_iterate_phdr's contract and only reads loader data.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<String>).cast()) };
+    out
+}
+
+/// What `LD_PRELOAD` must add for a fresh image to load weft first: None when weft is part of
+/// the executable or one of its start-up libraries.
+fn preload() -> Option<&'static str> {
+    static PRELOAD: OnceLock<Option<String>> = OnceLock::new();
+    PRELOAD
+        .get_or_init(|| {
+            let lib = weft_library()?;
+            let base = lib.rsplit('/').next().unwrap_or(lib);
+            if executable_needs(base) || executable_needs("libweft.so") {
+                return None;
+            }
+            let mut list = sanitizer_runtimes();
+            list.push(lib.to_owned());
+            Some(list.join(":"))
+        })
+        .as_deref()
+}
+
 /// This process's environment plus what the child needs to boot.
 fn child_environment(boot_fd: RawFd) -> Result<Vec<CString>> {
     let mut env: Vec<CString> = Vec::new();
-    let mut preload: Option<Vec<u8>> = None;
+    let mut inherited: Option<Vec<u8>> = None;
     for (k, v) in std::env::vars_os() {
         use std::os::unix::ffi::OsStrExt;
         let (k, v) = (k.as_bytes(), v.as_bytes());
@@ -96,7 +191,7 @@ fn child_environment(boot_fd: RawFd) -> Result<Vec<CString>> {
             continue;
         }
         if k == b"LD_PRELOAD" {
-            preload = Some(v.to_vec());
+            inherited = Some(v.to_vec());
             continue;
         }
         let mut kv = k.to_vec();
@@ -106,15 +201,15 @@ fn child_environment(boot_fd: RawFd) -> Result<Vec<CString>> {
     }
     let text = |s: String| CString::new(s).map_err(|_| Error::invalid("environment holds a NUL byte"));
     env.push(text(format!("{SPAWN_FD_ENV}={boot_fd}"))?);
-    if let Some(lib) = weft_library() {
-        let saved = preload.as_deref().map_or(UNSET.to_owned(), |p| String::from_utf8_lossy(p).into_owned());
+    if let Some(lib) = self::preload() {
+        let saved = inherited.as_deref().map_or(UNSET.to_owned(), |p| String::from_utf8_lossy(p).into_owned());
         env.push(text(format!("{SAVED_PRELOAD_ENV}={saved}"))?);
-        let value = match &preload {
+        let value = match &inherited {
             Some(p) if !p.is_empty() => format!("{lib}:{}", String::from_utf8_lossy(p)),
             _ => lib.to_owned(),
         };
         env.push(text(format!("LD_PRELOAD={value}"))?);
-    } else if let Some(p) = preload {
+    } else if let Some(p) = inherited {
         let mut kv = b"LD_PRELOAD=".to_vec();
         kv.extend_from_slice(&p);
         env.extend(CString::new(kv).ok());

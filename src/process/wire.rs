@@ -165,7 +165,13 @@ pub fn send_frame(sock: RawFd, body: &[u8], fds: &[RawFd]) -> Result<()> {
 /// End of file before a whole frame gives `WEFT_CLOSED`.
 pub fn recv_frame(sock: RawFd, max_fds: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut head = [0u8; 8];
-    let (n, fds) = fd::recv_with_fds(sock, &mut head, max_fds)?;
+    let (n, fds) = fd::recv_with_fds(sock, &mut head, max_fds).map_err(|e| {
+        if e.errno == libc::ECONNRESET {
+            Error::new(WEFT_CLOSED, "the peer closed the channel")
+        } else {
+            e
+        }
+    })?;
     if n == 0 {
         return Err(Error::new(WEFT_CLOSED, "the peer closed the channel"));
     }
