@@ -27,6 +27,27 @@
 #define MAX_FDS_PER_MESSAGE 253
 
 /**
+ * Longest handshake message accepted.
+ */
+#define MAX_MESSAGE 256
+
+/**
+ * Bytes of a frame header.
+ */
+#define HEADER_LEN 8
+
+/**
+ * The time a connection's setup and handshake get when the caller gave timeout 0 (which
+ * only means "do not wait for a client to arrive" / "try once").
+ */
+#define POLLING_HANDSHAKE_NS 5000000000
+
+/**
+ * Size of the per-connection read buffer.
+ */
+#define BUF_SIZE (64 * 1024)
+
+/**
  * Largest control message (a job's argument bytes included).
  */
 #define MAX_FRAME (1 << 40)
@@ -203,6 +224,19 @@ typedef struct weft_command weft_command;
 typedef struct weft_condition weft_condition;
 
 /**
+ * One end of a connection (Python's `multiprocessing.connection.Connection`): messages of any
+ * size, each delivered whole, over a Unix-domain or TCP stream socket. Made by `weft_pipe`,
+ * `weft_listener_accept`, `weft_client_connect` or `weft_connection_from_fd`; freed with
+ * `weft_connection_free`.
+ *
+ * Thread-safe: one thread may send while another receives; concurrent sends are serialised
+ * (frames never interleave), and so are concurrent receives. A connection may be closed while
+ * another thread is blocked in a call on it: that call keeps the socket open until it
+ * returns, and every later call gives WEFT_CLOSED.
+ */
+typedef struct weft_connection weft_connection;
+
+/**
  * A dict of byte strings to byte strings living in a space (Python's `Manager().dict()`,
  * without a manager process): every process that opens it reads and updates the same entries.
  * Keys and values are copied in and out; both may be empty and up to 1 GiB. Iteration
@@ -233,6 +267,12 @@ typedef struct weft_event weft_event;
  * call repairs it silently. The items' memory returns to the space with the last handle.
  */
 typedef struct weft_list weft_list;
+
+/**
+ * A listening socket (Python's `multiprocessing.connection.Listener`). Freed with
+ * `weft_listener_free`. Thread-safe: several threads may accept at once.
+ */
+typedef struct weft_listener weft_listener;
 
 /**
  * A thread-local slot: each thread sees its own pointer, NULL until it sets one.
@@ -1653,6 +1693,231 @@ weft_status weft_list_items(const weft_list *list, weft_bytes **items);
  * `list` must be NULL or a handle from weft, not used afterwards.
  */
 void weft_list_free(weft_list *list);
+
+/**
+ * Creates a connected pair (Python's `Pipe(duplex)`). Duplex: both ends send and receive.
+ * Not duplex: `*a` is the read end and `*b` the write end. Both are close-on-exec Unix-domain
+ * sockets; free each with `weft_connection_free`. Errors: WEFT_NULL_ARGUMENT, WEFT_OS_ERROR
+ * (e.g. at the descriptor limit).
+ *
+ * # Safety
+ * `a` and `b` must be NULL or writable.
+ */
+weft_status weft_pipe(bool duplex, weft_connection **a, weft_connection **b);
+
+/**
+ * Sends `data[0..len]` as one message (`data` may be NULL when `len` is 0). Blocks until all
+ * of it is handed to the kernel (a peer that does not receive can block it; weft cancellation
+ * does not interrupt it). Never raises SIGPIPE. Errors: WEFT_NULL_ARGUMENT, WEFT_CLOSED (the
+ * connection was closed, or the peer is gone), WEFT_INVALID_STATE (a read-only end),
+ * WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft; `data` must point at `len` readable bytes.
+ */
+weft_status weft_connection_send(weft_connection *c, const void *data, size_t len);
+
+/**
+ * Receives the next message into a new buffer `*out` (free with `weft_bytes_free`). Waits up
+ * to `timeout_ns` (0 tries once, WEFT_FOREVER waits); a weft thread asked to cancel stops
+ * waiting. A timeout in the middle of a message loses nothing: the next receive continues it.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK, WEFT_TIMEOUT, WEFT_CANCELLED, WEFT_CLOSED (the
+ * connection was closed, or the peer closed it and every complete message was received; a
+ * message cut off by the peer's death is never delivered), WEFT_INVALID_STATE (a write-only
+ * end, or the next message is a descriptor: use `weft_connection_recv_fd`), WEFT_NO_MEMORY,
+ * WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft; `out` writable.
+ */
+weft_status weft_connection_recv(weft_connection *c, uint64_t timeout_ns, weft_bytes **out);
+
+/**
+ * Receives the next message into `buf[0..cap]` (`buf` may be NULL when `cap` is 0) and its
+ * length into `*len`. When the message is larger than `cap`, returns WEFT_BUFFER_TOO_SMALL
+ * with the needed size in `*len` (the one failure that writes `*len`), and the message stays
+ * unread: the next receive gets it whole. Waits and fails as `weft_connection_recv`.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft; `buf` must have `cap` writable bytes; `len`
+ * writable.
+ */
+weft_status weft_connection_recv_into(weft_connection *c, void *buf, size_t cap, uint64_t timeout_ns, size_t *len);
+
+/**
+ * Waits up to `timeout_ns` until a receive would find something (Python's `poll`): a whole
+ * message already received into weft's buffer, new bytes of a message, or end of file (then a
+ * receive gives WEFT_CLOSED). Returns WEFT_OK when so. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_WOULD_BLOCK (timeout 0), WEFT_TIMEOUT, WEFT_CANCELLED, WEFT_CLOSED (the connection was
+ * closed), WEFT_INVALID_STATE (a write-only end).
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_connection_poll(weft_connection *c, uint64_t timeout_ns);
+
+/**
+ * The connection's socket descriptor (Python's `fileno()`): for an event loop, or to hand the
+ * connection to a child process. It stays owned by the connection. Bytes this process has
+ * already read into weft's buffer are not visible to another process through it: pass a
+ * connection before receiving on it. -1 for NULL, an invalid handle or a closed connection.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+int weft_connection_fd(const weft_connection *c);
+
+/**
+ * True when this end receives (every end but the write end of a one-way pair). False for
+ * NULL or an invalid handle.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+bool weft_connection_readable(const weft_connection *c);
+
+/**
+ * True when this end sends (every end but the read end of a one-way pair). False for NULL or
+ * an invalid handle.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+bool weft_connection_writable(const weft_connection *c);
+
+/**
+ * Makes a connection of an inherited or passed descriptor `fd`, a connected stream socket
+ * (Unix-domain or TCP) whose peer speaks weft's framing; `readable`/`writable` say which
+ * directions this end uses (at least one). On success the connection owns `fd` (and makes it
+ * close-on-exec); on failure `fd` is left alone. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_ARGUMENT (negative, not open, not a connected stream socket, or neither
+ * direction).
+ *
+ * # Safety
+ * `out` must be NULL or writable; on success nothing else may close `fd`.
+ */
+weft_status weft_connection_from_fd(int fd, bool readable, bool writable, weft_connection **out);
+
+/**
+ * Sends a duplicate of descriptor `fd` over the connection (Python's
+ * `multiprocessing.reduction.send_handle`) as a message of its own; `fd` stays open in the
+ * caller. The receiver gets it with `weft_connection_recv_fd`. Blocks as
+ * `weft_connection_send`. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (`fd` is not
+ * open), WEFT_UNSUPPORTED (a TCP connection), WEFT_CLOSED, WEFT_INVALID_STATE (a read-only
+ * end), WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_connection_send_fd(weft_connection *c, int fd);
+
+/**
+ * Receives the next message, which must carry a descriptor (sent by
+ * `weft_connection_send_fd`), as a new close-on-exec descriptor in `*fd` that the caller
+ * owns. Waits and fails as `weft_connection_recv`; WEFT_INVALID_STATE when the next message
+ * is a byte message (it stays unread), WEFT_OS_ERROR when the kernel could not deliver the
+ * descriptor (this process at its descriptor limit; the message is consumed).
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft; `fd` writable.
+ */
+weft_status weft_connection_recv_fd(weft_connection *c, uint64_t timeout_ns, int *fd);
+
+/**
+ * Closes the connection's socket (the peer sees end of file once no other process holds
+ * it) and drops anything buffered. The handle stays valid: every later call on it gives
+ * WEFT_CLOSED, `weft_connection_fd` gives -1, and closing again returns WEFT_OK. Still free it
+ * with `weft_connection_free`. Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft.
+ */
+weft_status weft_connection_close(weft_connection *c);
+
+/**
+ * Frees a connection, closing it if needed. NULL is a no-op.
+ *
+ * # Safety
+ * `c` must be NULL or a handle from weft, not used afterwards (nor concurrently).
+ */
+void weft_connection_free(weft_connection *c);
+
+/**
+ * Listens at `address` (Python's `Listener`): `"unix:/path/to/sock"` (a socket file, removed
+ * when the listener is freed by the process that created it, if it is still the same file),
+ * `"unix:@name"` (the abstract namespace, no file), `"tcp:HOST:PORT"` (IPv4, `[IPv6]` or a
+ * host name; port 0 picks a free port — `weft_listener_address` tells which). With an authkey
+ * (`authkey[0..authkey_len]`, copied; NULL or length 0 for none) every client must prove it
+ * holds the same key, and the listener proves it too (HMAC-SHA256 challenge-response). On
+ * success `*out` receives the listener (free with `weft_listener_free`). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad address), WEFT_EXISTS (the socket file
+ * exists, or the address is in use), WEFT_NOT_FOUND (the directory or host does not exist),
+ * WEFT_PERMISSION_DENIED, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `address` must be NULL or a NUL-terminated string; `authkey` must point at `authkey_len`
+ * readable bytes; `out` NULL or writable.
+ */
+weft_status weft_listener_new(const char *address, const void *authkey, size_t authkey_len, weft_listener **out);
+
+/**
+ * The address clients connect to, such as `"tcp:127.0.0.1:40123"` (with the actual port when
+ * port 0 was asked for). Valid while the listener lives. NULL for NULL or an invalid handle.
+ *
+ * # Safety
+ * `l` must be NULL or a handle from weft.
+ */
+const char *weft_listener_address(const weft_listener *l);
+
+/**
+ * The listening socket's descriptor (owned by the listener): it polls readable when a client
+ * is waiting, for event loops. -1 for NULL or an invalid handle.
+ *
+ * # Safety
+ * `l` must be NULL or a handle from weft.
+ */
+int weft_listener_fd(const weft_listener *l);
+
+/**
+ * Accepts the next client (Python's `Listener.accept`) into `*out` (free with
+ * `weft_connection_free`). Waits up to `timeout_ns` for a client to arrive (0: only one that
+ * is already waiting; a weft thread asked to cancel stops waiting); with an authkey, the
+ * handshake must also finish within the timeout (within 5 s for timeout 0). A client that
+ * fails the handshake is disconnected and its failure returned; the listener keeps working,
+ * so call again for the next client. A client that connects and stays silent delays the
+ * handshake until the timeout. Errors: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK, WEFT_TIMEOUT,
+ * WEFT_CANCELLED, WEFT_AUTH_FAILED (the client's key differs), WEFT_CLOSED (the client left
+ * during the handshake), WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `l` must be NULL or a handle from weft; `out` NULL or writable.
+ */
+weft_status weft_listener_accept(weft_listener *l, uint64_t timeout_ns, weft_connection **out);
+
+/**
+ * Frees a listener: closes its socket (connections it accepted stay open) and removes the
+ * socket file it created. NULL is a no-op.
+ *
+ * # Safety
+ * `l` must be NULL or a handle from weft, not used afterwards (nor concurrently).
+ */
+void weft_listener_free(weft_listener *l);
+
+/**
+ * Connects to the listener at `address` (Python's `Client`; addresses as for
+ * `weft_listener_new`) into `*out` (free with `weft_connection_free`). With an authkey
+ * (NULL or length 0 for none) the handshake proves both sides hold the same key; the
+ * listener must use an authkey exactly when the client does. Connecting and the handshake
+ * finish within `timeout_ns` (timeout 0 allows 5 s, as connecting cannot be done in one
+ * try). Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (bad address), WEFT_NOT_FOUND
+ * (nothing listens there), WEFT_PERMISSION_DENIED, WEFT_TIMEOUT, WEFT_CANCELLED,
+ * WEFT_AUTH_FAILED (the listener's key differs), WEFT_CLOSED, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `address` must be NULL or a NUL-terminated string; `authkey` must point at `authkey_len`
+ * readable bytes; `out` NULL or writable.
+ */
+weft_status weft_client_connect(const char *address, const void *authkey, size_t authkey_len, uint64_t timeout_ns, weft_connection **out);
 
 /**
  * Creates a slot in `*out`. `destructor` (may be NULL) is called with each non-NULL value
