@@ -25,6 +25,8 @@ use std::ptr::null_mut;
 use std::time::Instant;
 
 use weft::capi::call::weft_call;
+use weft::capi::pipe::{weft_connection, weft_connection_free, weft_connection_recv_into, weft_connection_send, weft_pipe};
+use weft::capi::command::{weft_command, weft_command_free, weft_command_start, weft_command_wait};
 use weft::capi::process::{
     weft_process, weft_process_exitcode, weft_process_free, weft_process_join, weft_process_options, weft_process_start,
     weft_set_warning_hook, WEFT_START_FORK, WEFT_START_FORKSERVER, WEFT_START_SPAWN,
@@ -159,6 +161,251 @@ fn raw_posix_spawn(prog: &str, n: u64) -> f64 {
     (now_ns() - t0) as f64 / n as f64
 }
 
+/// weft: start + wait + free `/bin/true` `n` times; ns per command.
+fn weft_command_true(n: u64) -> f64 {
+    let prog = CString::new("/bin/true").unwrap();
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let t0 = now_ns();
+    for _ in 0..n {
+        let mut c: *mut weft_command = null_mut();
+        let mut rc = -1;
+        // SAFETY: NUL-terminated argv; NULL options (defaults); valid out-pointers.
+        unsafe {
+            check(weft_command_start(argv.as_ptr(), std::ptr::null(), &mut c), "weft_command_start");
+            check(weft_command_wait(c, WEFT_FOREVER, &mut rc), "weft_command_wait");
+            weft_command_free(c);
+        }
+        assert_eq!(rc, 0);
+    }
+    (now_ns() - t0) as f64 / n as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipes: round trips and throughput between a parent and a forked child.
+
+const SMALL: usize = 64;
+const MIB: usize = 1 << 20;
+
+/// Forks a child running `body`, which must not return; the child exits 0 after it.
+fn fork_child(body: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the child runs `body` (no locks held across fork in this single-threaded bench)
+    // and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        body();
+        // SAFETY: ending the child.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(status, 0, "bench child failed");
+}
+
+/// weft: `n` round trips of a 64-byte message over a duplex weft_pipe; ns per round trip.
+fn weft_round_trips(n: u64) -> f64 {
+    let (mut a, mut b): (*mut weft_connection, *mut weft_connection) = (null_mut(), null_mut());
+    // SAFETY: valid out-pointers.
+    check(unsafe { weft_pipe(true, &mut a, &mut b) }, "weft_pipe");
+    let child = fork_child(|| {
+        // SAFETY: the child's copy of the parent's end must go, or it never sees end of file.
+        unsafe { weft_connection_free(a) };
+        let mut buf = [0u8; SMALL];
+        loop {
+            let mut len = 0;
+            // SAFETY: `b` is a live connection in this child; `buf` is writable.
+            if unsafe { weft_connection_recv_into(b, buf.as_mut_ptr().cast(), SMALL, WEFT_FOREVER, &mut len) } != WEFT_OK {
+                break; // the parent closed its end
+            }
+            // SAFETY: echoing `len` bytes of `buf`.
+            check(unsafe { weft_connection_send(b, buf.as_ptr().cast(), len) }, "echo");
+        }
+    });
+    // SAFETY: the parent's copy of `b` is not used here.
+    unsafe { weft_connection_free(b) };
+    let msg = [7u8; SMALL];
+    let mut back = [0u8; SMALL];
+    let trip = |back: &mut [u8; SMALL]| {
+        let mut len = 0;
+        // SAFETY: live connection, valid buffers.
+        unsafe {
+            check(weft_connection_send(a, msg.as_ptr().cast(), SMALL), "send");
+            check(weft_connection_recv_into(a, back.as_mut_ptr().cast(), SMALL, WEFT_FOREVER, &mut len), "recv_into");
+        }
+        assert_eq!(len, SMALL);
+    };
+    trip(&mut back); // warm-up
+    let t0 = now_ns();
+    for _ in 0..n {
+        trip(&mut back);
+    }
+    let t = (now_ns() - t0) as f64 / n as f64;
+    assert_eq!(back, msg);
+    // SAFETY: closing our end ends the echo loop.
+    unsafe { weft_connection_free(a) };
+    reap(child);
+    t
+}
+
+fn read_exact(fd: i32, buf: &mut [u8]) {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled part of `buf`.
+        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        assert!(r > 0, "read failed or ended early");
+        got += r as usize;
+    }
+}
+
+fn write_all(fd: i32, buf: &[u8]) {
+    let mut put = 0;
+    while put < buf.len() {
+        // SAFETY: writing from the unsent part of `buf`.
+        let r = unsafe { libc::write(fd, buf[put..].as_ptr().cast(), buf.len() - put) };
+        assert!(r > 0, "write failed");
+        put += r as usize;
+    }
+}
+
+/// A raw pair (two pipes, or a socketpair) between parent and child: (parent read, parent
+/// write, child read, child write).
+fn raw_pair(socket: bool) -> [i32; 4] {
+    if socket {
+        let mut sv = [0; 2];
+        // SAFETY: `sv` is a writable array of two ints.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
+        [sv[0], sv[0], sv[1], sv[1]]
+    } else {
+        let (mut down, mut up) = ([0; 2], [0; 2]);
+        // SAFETY: writable arrays of two ints.
+        unsafe {
+            assert_eq!(libc::pipe(down.as_mut_ptr()), 0);
+            assert_eq!(libc::pipe(up.as_mut_ptr()), 0);
+        }
+        [up[0], down[1], down[0], up[1]]
+    }
+}
+
+fn close_all(fds: &[i32]) {
+    let mut v = fds.to_vec();
+    v.sort();
+    v.dedup();
+    for f in v {
+        // SAFETY: closing descriptors this bench opened.
+        unsafe { libc::close(f) };
+    }
+}
+
+/// Raw: `n` round trips of 64 bytes over two pipes (or a socketpair); ns per round trip.
+fn raw_round_trips(n: u64, socket: bool) -> f64 {
+    let [pr, pw, cr, cw] = raw_pair(socket);
+    let child = fork_child(|| {
+        if !socket {
+            close_all(&[pr, pw]);
+        }
+        let mut buf = [0u8; SMALL];
+        loop {
+            // SAFETY: reading into `buf`.
+            let r = unsafe { libc::read(cr, buf.as_mut_ptr().cast(), SMALL) };
+            if r <= 0 {
+                break;
+            }
+            write_all(cw, &buf[..r as usize]);
+        }
+    });
+    if !socket {
+        close_all(&[cr, cw]);
+    }
+    let msg = [7u8; SMALL];
+    let mut back = [0u8; SMALL];
+    write_all(pw, &msg);
+    read_exact(pr, &mut back);
+    let t0 = now_ns();
+    for _ in 0..n {
+        write_all(pw, &msg);
+        read_exact(pr, &mut back);
+    }
+    let t = (now_ns() - t0) as f64 / n as f64;
+    assert_eq!(back, msg);
+    if socket {
+        // SAFETY: ends the child's loop (it reads end of file).
+        unsafe { libc::shutdown(pw, libc::SHUT_WR) };
+        reap(child);
+        close_all(&[pr, cr]);
+    } else {
+        close_all(&[pr, pw]);
+        reap(child);
+    }
+    t
+}
+
+/// weft: the child sends `n` 1 MiB messages; the parent receives them into one buffer. ns
+/// per MiB.
+fn weft_throughput(n: u64) -> f64 {
+    let (mut r, mut w): (*mut weft_connection, *mut weft_connection) = (null_mut(), null_mut());
+    // SAFETY: valid out-pointers.
+    check(unsafe { weft_pipe(false, &mut r, &mut w) }, "weft_pipe");
+    let child = fork_child(|| {
+        let data = vec![0x5au8; MIB];
+        for _ in 0..=n {
+            // SAFETY: live connection, valid buffer.
+            check(unsafe { weft_connection_send(w, data.as_ptr().cast(), MIB) }, "send 1 MiB");
+        }
+    });
+    // SAFETY: the parent does not write.
+    unsafe { weft_connection_free(w) };
+    let mut buf = vec![0u8; MIB];
+    let recv = |buf: &mut Vec<u8>| {
+        let mut len = 0;
+        // SAFETY: live connection, writable buffer of MIB bytes.
+        check(unsafe { weft_connection_recv_into(r, buf.as_mut_ptr().cast(), MIB, WEFT_FOREVER, &mut len) }, "recv 1 MiB");
+        assert_eq!(len, MIB);
+    };
+    recv(&mut buf); // warm-up
+    let t0 = now_ns();
+    for _ in 0..n {
+        recv(&mut buf);
+    }
+    let t = (now_ns() - t0) as f64 / n as f64;
+    assert!(buf[0] == 0x5a && buf[MIB - 1] == 0x5a);
+    // SAFETY: done with it.
+    unsafe { weft_connection_free(r) };
+    reap(child);
+    t
+}
+
+/// Raw: the child writes `n` MiB to a pipe in 1 MiB writes; the parent reads 1 MiB at a time.
+/// ns per MiB.
+fn raw_throughput(n: u64) -> f64 {
+    let mut p = [0; 2];
+    // SAFETY: writable array of two ints.
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    let child = fork_child(|| {
+        close_all(&[p[0]]);
+        let data = vec![0x5au8; MIB];
+        for _ in 0..=n {
+            write_all(p[1], &data);
+        }
+    });
+    close_all(&[p[1]]);
+    let mut buf = vec![0u8; MIB];
+    read_exact(p[0], &mut buf);
+    let t0 = now_ns();
+    for _ in 0..n {
+        read_exact(p[0], &mut buf);
+    }
+    let t = (now_ns() - t0) as f64 / n as f64;
+    assert!(buf[0] == 0x5a && buf[MIB - 1] == 0x5a);
+    close_all(&[p[0]]);
+    reap(child);
+    t
+}
+
 fn scaled(base: f64, s: f64) -> u64 {
     ((base * s).round() as u64).max(1)
 }
@@ -223,6 +470,52 @@ fn main() {
                 contender("Python multiprocessing spawn", Role::Info, |s| py_run(format!("start spawn {}", scaled(1.0, s)))),
             ],
             &[Target { id: "3", what: "spawn start+join", weft: "weft spawn (C ABI)", peer: "posix_spawn /bin/true + waitpid", goal: Goal::Under(1_500_000.0) }],
+        ));
+    }
+
+    if want("pipe") {
+        verdicts.extend(bench(
+            &cfg,
+            "4 pipe round trip between two processes",
+            "64-byte message there and back, parent and forked echo child; ns per round trip",
+            vec![
+                contender("weft_pipe duplex (C ABI)", Role::Weft, |s| weft_round_trips(scaled(4000.0, s))),
+                contender("raw pipe pair", Role::Peer, |s| raw_round_trips(scaled(4000.0, s), false)),
+                contender("raw socketpair", Role::Info, |s| raw_round_trips(scaled(4000.0, s), true)),
+                contender("Python multiprocessing.Pipe", Role::Info, |s| py_run(format!("pipe {}", scaled(400.0, s)))),
+            ],
+            &[Target { id: "4", what: "pipe round trip", weft: "weft_pipe duplex (C ABI)", peer: "raw pipe pair", goal: Goal::AtMost(1.1) }],
+        ));
+        verdicts.extend(bench(
+            &cfg,
+            "5 1 MiB messages from a child process",
+            "one-way; ns per MiB (lower is better: bandwidth = 1 MiB / time)",
+            vec![
+                contender("weft_pipe one-way, recv_into (C ABI)", Role::Weft, |s| weft_throughput(scaled(200.0, s))),
+                contender("raw pipe stream, 1 MiB reads", Role::Peer, |s| raw_throughput(scaled(200.0, s))),
+            ],
+            &[Target {
+                id: "5",
+                what: "1 MiB message bandwidth",
+                weft: "weft_pipe one-way, recv_into (C ABI)",
+                peer: "raw pipe stream, 1 MiB reads",
+                goal: Goal::AtMost(1.25),
+            }],
+        ));
+    }
+
+    if want("command") {
+        // No target in the issue: side by side for information.
+        verdicts.extend(bench(
+            &cfg,
+            "6 command start + wait of /bin/true",
+            "ns per command",
+            vec![
+                contender("weft_command_start + wait (C ABI)", Role::Weft, |s| weft_command_true(scaled(40.0, s))),
+                contender("posix_spawn /bin/true + waitpid", Role::Peer, |s| raw_posix_spawn("/bin/true", scaled(40.0, s))),
+                contender("Python subprocess.run", Role::Info, |s| py_run(format!("run {}", scaled(10.0, s)))),
+            ],
+            &[],
         ));
     }
 
