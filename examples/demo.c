@@ -502,32 +502,42 @@ static void demo_daemon(void) {
 }
 
 /* ---- 9. multiprocessing: shared memory between processes (seed 003) ---------------------- *
- * Processes are started with fork() here; objects created in the default space (a NULL
- * weft_space) are inherited by forked children, as Python's are with the fork start method. */
+ * These children are weft processes started with the fork method: they see the parent's
+ * memory (the object handles in globals), and objects created in the default space (a NULL
+ * weft_space) are shared with them, as Python's are with the fork start method. Section 10
+ * uses the default method, forkserver, which passes everything in the argument bytes.
+ * The daemon thread of section 7 is still singing, so weft warns once (on stderr) that this
+ * process forks while it has other threads. */
 
-/* Forks a child that runs fn(arg) and exits with 0 on success. */
-static pid_t fork_run(void (*fn)(void *), void *arg) {
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        exit(1);
-    }
-    if (pid == 0) {
-        fn(arg);
-        fflush(stdout);
-        _exit(0);
-    }
-    return pid;
+struct fork_job {
+    void (*fn)(void *);
+    void *arg;
+};
+
+/* The task of a fork-method child: the job's pointers are valid in a forked copy. */
+static weft_status run_fork_job(weft_call *call) {
+    const void *d;
+    size_t n;
+    CHECK(weft_call_arg(call, &d, &n));
+    struct fork_job job;
+    memcpy(&job, d, sizeof job);
+    job.fn(job.arg);
+    return WEFT_OK;
 }
 
-static void join_child(pid_t pid) {
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0) {}
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "child %d failed (status %#x)\n", (int)pid, st);
-        exit(1);
-    }
+/* Starts a child (fork method) that runs fn(arg). */
+static weft_process *fork_run(void (*fn)(void *), void *arg) {
+    struct fork_job job = {fn, arg};
+    weft_process_options o = {0};
+    o.start_method = WEFT_START_FORK;
+    weft_process *p;
+    CHECK(weft_process_start(run_fork_job, &job, sizeof job, &o, &p));
+    return p;
+}
+
+static void join_child(weft_process *p) {
+    CHECK(weft_process_join(p, WEFT_FOREVER, NULL));
+    weft_process_free(p);
 }
 
 struct value_array {
@@ -572,7 +582,7 @@ static void hello_num(void *p) {
 static void demo_process_lock(void) {
     section("multiprocessing: Lock shared by 20 processes (seed 003)");
     CHECK(weft_lock_new_in(NULL, NULL, &print_lock)); /* multiprocessing.Lock() */
-    pid_t kids[20];
+    weft_process *kids[20];
     for (long num = 0; num < 20; num++) kids[num] = fork_run(hello_num, (void *)(intptr_t)num);
     for (int i = 0; i < 20; i++) join_child(kids[i]);
     weft_lock_free(print_lock);
@@ -592,7 +602,7 @@ static void go_wc(void *p) {
 static void demo_process_semaphore(void) {
     section("multiprocessing: Semaphore(2) shared by 5 processes (seed 003)");
     CHECK(weft_semaphore_new_in(NULL, NULL, 2, false, &wc));
-    pid_t kids[5];
+    weft_process *kids[5];
     for (long i = 0; i < 5; i++) kids[i] = fork_run(go_wc, (void *)(intptr_t)i);
     for (int i = 0; i < 5; i++) join_child(kids[i]);
     weft_semaphore_free(wc);
@@ -613,10 +623,12 @@ static void demo_owner_dead(void) {
     section("A process killed while holding a Lock: the next acquirer recovers");
     CHECK(weft_lock_new_in(NULL, NULL, &print_lock));
     CHECK(weft_array_new_in(NULL, NULL, 'q', 1, NULL, false, &balance));
-    pid_t pid = fork_run(die_holding_lock, NULL);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0) {}
-    printf("child killed by signal %d while holding the lock\n", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    weft_process *p = fork_run(die_holding_lock, NULL);
+    weft_status js = weft_process_join(p, WEFT_FOREVER, NULL); /* WEFT_WORKER_DIED */
+    int code = 0;
+    CHECK(weft_process_exitcode(p, &code));
+    printf("child killed by signal %d while holding the lock (join: %s)\n", -code, weft_status_name(js));
+    weft_process_free(p);
     weft_status s = weft_lock_acquire(print_lock, 5000 * MS);
     printf("acquire -> %s (multiprocessing.Lock would hang here forever)\n", weft_status_name(s));
     if (s != WEFT_OWNER_DEAD) CHECK(s);
@@ -631,6 +643,130 @@ static void demo_owner_dead(void) {
     printf("lock usable again\n");
     weft_array_free(balance);
     weft_lock_free(print_lock);
+}
+
+/* ---- 10. Process: a child running a function with an argument (seed 002) ------------------ *
+ * The default start method, forkserver: the child is forked from a clean server process and
+ * finds run_proc by its place in this executable; it gets only its argument bytes. */
+
+static weft_status run_proc(weft_call *call) {
+    const void *d;
+    size_t n;
+    CHECK(weft_call_arg(call, &d, &n));
+    printf("Run child process %.*s (%d)...\n", (int)n, (const char *)d, (int)getpid());
+    char reply[64];
+    int len = snprintf(reply, sizeof reply, "%s done", weft_process_current_name());
+    return weft_call_set_result(call, reply, (size_t)len);
+}
+
+static void demo_process(void) {
+    section("Process: run_proc('test') in a child (seed 002)");
+    printf("Parent process %d.\n", (int)getpid());
+    weft_process_options o = {0};
+    o.name = "Worker-test";
+    weft_process *p;
+    CHECK(weft_process_start(run_proc, "test", 4, &o, &p)); /* Process(target=run_proc, args=('test',)) */
+    printf("Child process will start.\n");
+    weft_bytes *r;
+    CHECK(weft_process_join(p, WEFT_FOREVER, &r)); /* p.join() -- and the task's result */
+    int code = -1;
+    CHECK(weft_process_exitcode(p, &code));
+    printf("Child process end: exit code %d, result \"%.*s\".\n", code, (int)weft_bytes_len(r), (const char *)weft_bytes_data(r));
+    weft_bytes_free(r);
+    weft_process_free(p);
+    printf("this machine gives the process %u CPUs (affinity and cgroup quota)\n", weft_cpu_count());
+}
+
+/* ---- 11. Pipe: parent and child greet each other (seed 003) -------------------------------- */
+
+static weft_status pipe_child(weft_call *call) {
+    weft_connection *conn; /* Subconn: the descriptor the parent passed */
+    CHECK(weft_connection_from_fd(dup(weft_call_fd(call, 0)), true, true, &conn));
+    const char *hello = "hello from your son";
+    CHECK(weft_connection_send(conn, hello, strlen(hello)));
+    weft_bytes *m;
+    CHECK(weft_connection_recv(conn, WEFT_FOREVER, &m));
+    printf("greeting from the father: %.*s\n", (int)weft_bytes_len(m), (const char *)weft_bytes_data(m));
+    weft_bytes_free(m);
+    weft_connection_free(conn);
+    return WEFT_OK;
+}
+
+static void demo_pipe(void) {
+    section("Pipe: parent_conn, child_conn = Pipe() (seed 003)");
+    weft_connection *parent_conn, *child_conn;
+    CHECK(weft_pipe(true, &parent_conn, &child_conn));
+    int fd = weft_connection_fd(child_conn);
+    weft_process_options o = {0};
+    o.fds = &fd; /* the connection travels to the child as a descriptor */
+    o.fd_count = 1;
+    weft_process *p;
+    CHECK(weft_process_start(pipe_child, NULL, 0, &o, &p));
+    weft_connection_free(child_conn);
+    weft_bytes *m;
+    CHECK(weft_connection_recv(parent_conn, WEFT_FOREVER, &m));
+    printf("greeting from the son: %.*s\n", (int)weft_bytes_len(m), (const char *)weft_bytes_data(m));
+    weft_bytes_free(m);
+    CHECK(weft_connection_send(parent_conn, "hmm", 3));
+    join_child(p);
+    weft_status s = weft_connection_recv(parent_conn, 0, &m);
+    printf("after the child ended, recv -> %s (Python: EOFError)\n", weft_status_name(s));
+    weft_connection_free(parent_conn);
+}
+
+/* ---- 12. daemon and terminate (seed 001) ---------------------------------------------------- */
+
+static weft_status sing_forever(weft_call *call) {
+    (void)call;
+    for (;;) sleep_ms(10);
+}
+
+static void demo_process_terminate(void) {
+    section("a daemon child, terminated; no zombie left (seed 001)");
+    weft_process_options o = {0};
+    o.daemon = true; /* would die with this process even if it were killed with SIGKILL */
+    weft_process *p;
+    CHECK(weft_process_start(sing_forever, NULL, 0, &o, &p));
+    sleep_ms(30);
+    printf("%s alive: %s\n", weft_process_name(p), weft_process_is_alive(p) ? "yes" : "no");
+    CHECK(weft_process_terminate(p)); /* p.terminate() */
+    weft_status s = weft_process_join(p, WEFT_FOREVER, NULL);
+    int code = 0;
+    CHECK(weft_process_exitcode(p, &code));
+    printf("terminated: join -> %s, exitcode %d (-SIGTERM), alive: %s\n", weft_status_name(s), code,
+           weft_process_is_alive(p) ? "yes" : "no");
+    weft_process_free(p);
+}
+
+/* ---- 13. subprocess: call and communicate (seed 002) ----------------------------------------- */
+
+static void demo_subprocess(void) {
+    section("subprocess.call and Popen.communicate (seed 002)");
+    const char *echo[] = {"echo", "$ nslookup www.python.org (echo stands in: no network here)", NULL};
+    int rc = -1;
+    CHECK(weft_command_run(echo, NULL, NULL, 0, WEFT_FOREVER, 0, &rc, NULL, NULL)); /* subprocess.call */
+    printf("Exit code: %d\n", rc);
+    /* Popen(..., stdin=PIPE, stdout=PIPE, stderr=PIPE).communicate(b'set q=mx\npython.org\nexit\n'),
+     * with `tr` reading the input instead of nslookup. */
+    const char *tr[] = {"tr", "a-z", "A-Z", NULL};
+    weft_command_options o = {0};
+    o.stdin_mode = WEFT_STDIO_PIPE;
+    o.stdout_mode = WEFT_STDIO_PIPE;
+    o.stderr_mode = WEFT_STDIO_PIPE;
+    weft_command *c;
+    CHECK(weft_command_start(tr, &o, &c));
+    const char *input = "set q=mx\npython.org\nexit\n";
+    weft_bytes *out, *err;
+    CHECK(weft_command_communicate(c, input, strlen(input), 5000 * MS, &out, &err));
+    CHECK(weft_command_wait(c, WEFT_FOREVER, &rc));
+    printf("%.*sExit code: %d\n", (int)weft_bytes_len(out), (const char *)weft_bytes_data(out), rc);
+    weft_bytes_free(out);
+    weft_bytes_free(err);
+    weft_command_free(c);
+    const char *missing[] = {"no-such-program-weft-demo", NULL};
+    weft_status s = weft_command_run(missing, NULL, NULL, 0, WEFT_FOREVER, 0, &rc, NULL, NULL);
+    printf("a missing program: %s, errno %d (Python: FileNotFoundError; not exit code 127)\n", weft_status_name(s),
+           weft_last_error_errno());
 }
 
 int main(void) {
@@ -652,5 +788,9 @@ int main(void) {
     demo_process_lock();
     demo_process_semaphore();
     demo_owner_dead();
+    demo_process();
+    demo_pipe();
+    demo_process_terminate();
+    demo_subprocess();
     return 0;
 }
