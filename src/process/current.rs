@@ -28,10 +28,29 @@ pub fn parent_pid() -> i32 {
 /// Records what a child learns from its parent: its name, identity path and parent. The
 /// child-counter restarts (Python's rule: a child's first child is `Process-<id>:1`).
 pub fn become_child(name: &str, identity: &str, parent: i32) {
-    *NAME.lock().unwrap_or_else(|e| e.into_inner()) = CString::new(name.replace('\0', "?")).ok();
-    *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) = identity.to_owned();
-    PARENT.store(parent, Ordering::Relaxed);
-    CHILDREN.store(0, Ordering::Relaxed);
+    Identity::new(name, identity, parent).install();
+}
+
+/// A child's identity, built before fork so that the child only moves it into place (no
+/// allocation in the child, whose heap pages are copy-on-write).
+pub struct Identity {
+    name: Option<CString>,
+    identity: String,
+    parent: i32,
+}
+
+impl Identity {
+    /// The identity a child will take.
+    pub fn new(name: &str, identity: &str, parent: i32) -> Identity {
+        Identity { name: CString::new(name.replace('\0', "?")).ok(), identity: identity.to_owned(), parent }
+    }
+    /// Makes it this process's identity (in the child).
+    pub fn install(self) {
+        *NAME.lock().unwrap_or_else(|e| e.into_inner()) = self.name;
+        *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) = self.identity;
+        PARENT.store(self.parent, Ordering::Relaxed);
+        CHILDREN.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The identity path and default name of the next child: `("1", "Process-1")` in the main
@@ -100,17 +119,29 @@ fn parse_cpu_max(text: &str) -> Option<u32> {
 
 /// The number of threads of this process (from `/proc/self/stat`), or 0 when unknown.
 pub fn thread_count() -> u32 {
+    // The file stays open (one pread per fork); a forked child reopens its own.
+    static STAT: Mutex<(i32, i32)> = Mutex::new((-1, 0)); // (fd, pid it belongs to)
     let mut buf = [0u8; 1024];
-    // SAFETY: open/read/close on a stack buffer of the size passed.
+    // try_lock: in a child forked while another thread held it, the lock stays taken.
+    let Ok(mut st) = STAT.try_lock() else { return 0 };
+    // SAFETY: getpid, open and pread on a stack buffer of the size passed; the descriptor
+    // is this module's.
     let n = unsafe {
-        let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return 0;
+        let pid = libc::getpid();
+        if st.0 < 0 || st.1 != pid {
+            // A descriptor inherited from the parent names the parent's file: replace it
+            // (the number is ours to reuse; close only one we opened in this process).
+            if st.0 >= 0 {
+                libc::close(st.0);
+            }
+            *st = (libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC), pid);
+            if st.0 < 0 {
+                return 0;
+            }
         }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
+        libc::pread(st.0, buf.as_mut_ptr().cast(), buf.len(), 0)
     };
+    drop(st);
     if n <= 0 {
         return 0;
     }

@@ -14,7 +14,7 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
     let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
     let life = if opts.daemon { Some(lifeline::read_end_dup()?) } else { None };
     // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let me = current::Identity::new(name, identity, unsafe { libc::getpid() });
     // Flush C stdio first, so buffered output is not written twice (by parent and child).
     // SAFETY: fflush(NULL) flushes all streams.
     unsafe { libc::fflush(std::ptr::null_mut()) };
@@ -31,7 +31,7 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
                 unsafe { libc::_exit(1) };
             }
         }
-        current::become_child(name, identity, parent);
+        me.install();
         // The task gets its own close-on-exec duplicates, as with the other start methods
         // (the parent's descriptors keep their flags: passing stdout must not make it
         // close-on-exec in the child).
@@ -39,6 +39,7 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
         child::run_and_exit(task, arg, &fds, child_end);
     }
     drop(life);
+    drop(me);
     let pidfd = fd::pidfd_open(pid)?;
     // The parent keeps the child's end open until it has reaped the child: the child's exit
     // then wakes the parent once (pidfd), not twice (channel hang-up, then pidfd).

@@ -373,14 +373,23 @@ impl Process {
     /// Errors: `WEFT_TIMEOUT`, `WEFT_WOULD_BLOCK` (deadline `Now`), `WEFT_CANCELLED` (a weft
     /// thread asked to cancel), `WEFT_OS_ERROR`.
     pub fn wait(&self, deadline: Deadline) -> Result<()> {
+        // The first round polls before reading anything: a child just started has nothing to
+        // say yet, and poll answers at once for one that has.
+        let mut first = true;
         loop {
             let (channel, eof) = {
                 let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if self.refresh(&mut st)? {
+                if st.exit.is_some() || (!first && self.refresh(&mut st)?) {
                     return Ok(());
                 }
                 (st.channel.as_ref().map_or(-1, |c| c.as_raw_fd()), st.eof)
             };
+            if first && deadline == Deadline::Now {
+                // A poll that may not wait: refresh directly.
+                first = false;
+                continue;
+            }
+            first = false;
             let mut fds = Vec::with_capacity(2);
             if self.direct() || eof || channel < 0 {
                 fds.push(libc::pollfd { fd: self.pidfd(), events: libc::POLLIN, revents: 0 });
