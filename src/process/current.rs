@@ -119,29 +119,17 @@ fn parse_cpu_max(text: &str) -> Option<u32> {
 
 /// The number of threads of this process (from `/proc/self/stat`), or 0 when unknown.
 pub fn thread_count() -> u32 {
-    // The file stays open (one pread per fork); a forked child reopens its own.
-    static STAT: Mutex<(i32, i32)> = Mutex::new((-1, 0)); // (fd, pid it belongs to)
     let mut buf = [0u8; 1024];
-    // try_lock: in a child forked while another thread held it, the lock stays taken.
-    let Ok(mut st) = STAT.try_lock() else { return 0 };
-    // SAFETY: getpid, open and pread on a stack buffer of the size passed; the descriptor
-    // is this module's.
+    // SAFETY: open/read/close on a stack buffer of the size passed.
     let n = unsafe {
-        let pid = libc::getpid();
-        if st.0 < 0 || st.1 != pid {
-            // A descriptor inherited from the parent names the parent's file: replace it
-            // (the number is ours to reuse; close only one we opened in this process).
-            if st.0 >= 0 {
-                libc::close(st.0);
-            }
-            *st = (libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC), pid);
-            if st.0 < 0 {
-                return 0;
-            }
+        let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
         }
-        libc::pread(st.0, buf.as_mut_ptr().cast(), buf.len(), 0)
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
     };
-    drop(st);
     if n <= 0 {
         return 0;
     }
