@@ -200,6 +200,24 @@ fn fork_child(body: impl FnOnce()) -> libc::pid_t {
     pid
 }
 
+/// Runs `f` with this process (and so the children it forks) pinned to one CPU, as
+/// benches/sync.rs pins its ping-pong threads: on this VM a wake-up sent to an idle virtual CPU
+/// costs tens of microseconds of hypervisor time, which would swamp the round trip itself.
+fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: zeroed cpu_set_t values are valid; the affinity calls read/write them.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+        let first = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &old)).unwrap_or(0);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(first, &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+        let r = f();
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old);
+        r
+    }
+}
+
 fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: waiting for our own child.
@@ -477,11 +495,11 @@ fn main() {
         verdicts.extend(bench(
             &cfg,
             "4 pipe round trip between two processes",
-            "64-byte message there and back, parent and forked echo child; ns per round trip",
+            "64-byte message there and back, parent and forked echo child, both on one CPU (Python: unpinned); ns per round trip",
             vec![
-                contender("weft_pipe duplex (C ABI)", Role::Weft, |s| weft_round_trips(scaled(4000.0, s))),
-                contender("raw pipe pair", Role::Peer, |s| raw_round_trips(scaled(4000.0, s), false)),
-                contender("raw socketpair", Role::Info, |s| raw_round_trips(scaled(4000.0, s), true)),
+                contender("weft_pipe duplex (C ABI)", Role::Weft, |s| on_one_cpu(|| weft_round_trips(scaled(4000.0, s)))),
+                contender("raw pipe pair", Role::Peer, |s| on_one_cpu(|| raw_round_trips(scaled(4000.0, s), false))),
+                contender("raw socketpair", Role::Info, |s| on_one_cpu(|| raw_round_trips(scaled(4000.0, s), true))),
                 contender("Python multiprocessing.Pipe", Role::Info, |s| py_run(format!("pipe {}", scaled(400.0, s)))),
             ],
             &[Target { id: "4", what: "pipe round trip", weft: "weft_pipe duplex (C ABI)", peer: "raw pipe pair", goal: Goal::AtMost(1.1) }],
