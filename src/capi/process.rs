@@ -9,7 +9,7 @@ use crate::status::{guard, guard_value, weft_status, Error, WEFT_INVALID_ARGUMEN
     WEFT_TASK_FAILED, WEFT_WOULD_BLOCK};
 use crate::time::Deadline;
 use std::ffi::{c_char, c_void};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Start method: the process-wide default (forkserver unless `weft_process_set_start_method`
 /// changed it).
@@ -412,8 +412,7 @@ pub extern "C" fn weft_process_parent_pid() -> i32 {
 /// (NUL-terminated, static for the life of the process). Never NULL.
 #[no_mangle]
 pub extern "C" fn weft_process_current_name() -> *const c_char {
-    static NAME: OnceLock<std::ffi::CString> = OnceLock::new();
-    guard_value(c"MainProcess".as_ptr(), || NAME.get_or_init(current::name).as_ptr())
+    guard_value(c"MainProcess".as_ptr(), || current::name().as_ptr())
 }
 
 /// The number of CPUs this process may use (Python 3.13's `process_cpu_count`): the CPUs of

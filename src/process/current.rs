@@ -5,14 +5,15 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-static NAME: Mutex<Option<CString>> = Mutex::new(None);
+static NAME: Mutex<Option<&'static std::ffi::CStr>> = Mutex::new(None);
 static IDENTITY: Mutex<String> = Mutex::new(String::new());
 static PARENT: AtomicI32 = AtomicI32::new(0);
 static CHILDREN: AtomicU64 = AtomicU64::new(0);
 
-/// This process's name: `"MainProcess"`, or the name its parent gave it.
-pub fn name() -> CString {
-    NAME.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| c"MainProcess".to_owned())
+/// This process's name: `"MainProcess"`, or the name its parent gave it. The string lives as
+/// long as the process (a child's name is set once and kept).
+pub fn name() -> &'static std::ffi::CStr {
+    NAME.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(c"MainProcess")
 }
 
 /// The pid of the process that started this one through weft (not the fork server), or
@@ -46,7 +47,8 @@ impl Identity {
     }
     /// Makes it this process's identity (in the child).
     pub fn install(self) {
-        *NAME.lock().unwrap_or_else(|e| e.into_inner()) = self.name;
+        // Leaked on purpose: callers hold the pointer for the life of the process.
+        *NAME.lock().unwrap_or_else(|e| e.into_inner()) = self.name.map(|n| &*Box::leak(n.into_boxed_c_str()));
         *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) = self.identity;
         PARENT.store(self.parent, Ordering::Relaxed);
         CHILDREN.store(0, Ordering::Relaxed);

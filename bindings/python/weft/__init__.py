@@ -54,6 +54,9 @@ __version__ = version()
 
 # Process-shared objects (multiprocessing drop-ins), raw shared memory and spaces.
 from . import multiprocessing, shared_memory, spaces  # noqa: E402
+from . import connection, process, subprocess  # noqa: E402
+from .connection import Client, Connection, Listener, Pipe  # noqa: E402
+from .process import Process, TaskError, cpu_count, current_process_name, parent_pid  # noqa: E402
 from .multiprocessing import NotRecoverableError, OwnerDeadError  # noqa: E402
 from .shared_memory import SharedMemory  # noqa: E402
 from .spaces import Space  # noqa: E402
@@ -65,4 +68,13 @@ __all__ += [
     "NotRecoverableError",
     "SharedMemory",
     "Space",
+    "Process",
+    "TaskError",
+    "Pipe",
+    "Connection",
+    "Listener",
+    "Client",
+    "cpu_count",
+    "current_process_name",
+    "parent_pid",
 ]

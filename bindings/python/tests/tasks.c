@@ -1,0 +1,216 @@
+/* Native tasks (weft_task_fn) for the Python binding's process tests (test_process.py).
+ * Compiled into a shared library by a session fixture and started with weft.Process, with
+ * every start method: for forkserver and spawn the child is a fresh image of the python
+ * executable in which libweft takes over at load time, so these functions run with no
+ * interpreter in the process. Arguments and results are plain bytes. */
+#define _GNU_SOURCE
+#include <weft.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The argument as a NUL-terminated string in `buf` (cut to fit). */
+static const char *arg_string(weft_call *call, char *buf, size_t cap) {
+    const void *data = NULL;
+    size_t len = 0;
+    if (weft_call_arg(call, &data, &len) != WEFT_OK) len = 0;
+    if (len >= cap) len = cap - 1;
+    if (len > 0) memcpy(buf, data, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static int write_all(int fd, const void *data, size_t len) {
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Result: the argument bytes. */
+weft_status t_echo(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    weft_status s = weft_call_arg(call, &data, &len);
+    if (s != WEFT_OK) return s;
+    return weft_call_set_result(call, data, len);
+}
+
+/* Fails with WEFT_NOT_FOUND and the argument as its message. */
+weft_status t_fail(weft_call *call) {
+    char msg[512];
+    weft_call_set_error(call, arg_string(call, msg, sizeof msg));
+    return WEFT_NOT_FOUND;
+}
+
+/* Ends the process with _exit(<argument as a decimal number>). */
+weft_status t_exit(weft_call *call) {
+    char buf[32];
+    _exit(atoi(arg_string(call, buf, sizeof buf)));
+}
+
+/* Waits for signals forever (ended by terminate() or kill()). */
+weft_status t_pause(weft_call *call) {
+    (void)call;
+    for (;;) pause();
+}
+
+/* Sleeps <argument> milliseconds, then succeeds with the result "slept". */
+weft_status t_sleep_ms(weft_call *call) {
+    char buf[32];
+    long ms = atol(arg_string(call, buf, sizeof buf));
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    return weft_call_set_result(call, "slept", 5);
+}
+
+/* Result: <argument as a decimal number> bytes, byte i being i % 251. */
+weft_status t_big(weft_call *call) {
+    char buf[32];
+    size_t n = (size_t)atol(arg_string(call, buf, sizeof buf));
+    unsigned char *p = malloc(n ? n : 1);
+    if (!p) return WEFT_NO_MEMORY;
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i % 251);
+    weft_status s = weft_call_set_result(call, p, n);
+    free(p);
+    return s;
+}
+
+/* Result: what the child knows about itself, one "key=value" line each: its weft name, the
+ * pid of its weft parent, its pid, whether an initialised Python interpreter is in the
+ * process (1, 0, or -1 when there is no libpython at all), the executable, its argv[0] as
+ * the kernel shows it, and how many descriptors it was passed. */
+weft_status t_info(weft_call *call) {
+    int interp = -1;
+    int (*is_init)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "Py_IsInitialized");
+    if (is_init) interp = is_init();
+    char exe[512] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char cmd[256] = "";
+    FILE *f = fopen("/proc/self/cmdline", "r");
+    if (f) {
+        size_t r = fread(cmd, 1, sizeof cmd - 1, f);
+        cmd[r] = '\0';
+        fclose(f);
+    }
+    char out[2048];
+    int len = snprintf(out, sizeof out, "name=%s\nparent=%d\npid=%d\ninterp=%d\nexe=%s\nargv0=%s\nfds=%zu\n",
+                       weft_process_current_name(), (int)weft_process_parent_pid(), (int)getpid(), interp, exe,
+                       cmd, weft_call_fd_count(call));
+    return weft_call_set_result(call, out, (size_t)len);
+}
+
+/* Writes the argument (raw bytes) to every descriptor passed to the task; result: how many. */
+weft_status t_write_fds(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    weft_status s = weft_call_arg(call, &data, &len);
+    if (s != WEFT_OK) return s;
+    size_t count = weft_call_fd_count(call);
+    for (size_t i = 0; i < count; i++) {
+        int err = write_all(weft_call_fd(call, i), data, len);
+        if (err) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "write to descriptor %zu: %s", i, strerror(err));
+            weft_call_set_error(call, msg);
+            return WEFT_OS_ERROR;
+        }
+    }
+    char out[32];
+    int n = snprintf(out, sizeof out, "%zu", count);
+    return weft_call_set_result(call, out, (size_t)n);
+}
+
+/* A task that is not exported: reached only through t_static_pointer. */
+static weft_status hidden_task(weft_call *call) {
+    return weft_call_set_result(call, "hidden", 6);
+}
+
+/* The address of a static (unexported) task, to start it by pointer. */
+weft_task_fn t_static_pointer(void) {
+    return hidden_task;
+}
+
+/* Sends the argument, then "bye", as two messages on a weft connection made of the first
+ * passed descriptor (a duplicate: the passed one stays the task's). Result: "sent". */
+weft_status t_conn_send(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    weft_status s = weft_call_arg(call, &data, &len);
+    if (s != WEFT_OK) return s;
+    if (weft_call_fd_count(call) < 1) {
+        weft_call_set_error(call, "no descriptor passed");
+        return WEFT_INVALID_ARGUMENT;
+    }
+    weft_connection *c = NULL;
+    s = weft_connection_from_fd(dup(weft_call_fd(call, 0)), false, true, &c);
+    if (s != WEFT_OK) {
+        weft_call_set_error(call, weft_last_error_message());
+        return s;
+    }
+    s = weft_connection_send(c, data, len);
+    if (s == WEFT_OK) s = weft_connection_send(c, "bye", 3);
+    if (s != WEFT_OK) weft_call_set_error(call, weft_last_error_message());
+    weft_connection_free(c);
+    return s == WEFT_OK ? weft_call_set_result(call, "sent", 4) : s;
+}
+
+/* Serves a duplex weft connection (the first passed descriptor): answers every message with
+ * "echo:" and the message, until end of file. Result: how many messages it answered. */
+weft_status t_conn_echo(weft_call *call) {
+    if (weft_call_fd_count(call) < 1) {
+        weft_call_set_error(call, "no descriptor passed");
+        return WEFT_INVALID_ARGUMENT;
+    }
+    weft_connection *c = NULL;
+    weft_status s = weft_connection_from_fd(dup(weft_call_fd(call, 0)), true, true, &c);
+    if (s != WEFT_OK) {
+        weft_call_set_error(call, weft_last_error_message());
+        return s;
+    }
+    unsigned count = 0;
+    for (;;) {
+        weft_bytes *msg = NULL;
+        s = weft_connection_recv(c, WEFT_FOREVER, &msg);
+        if (s == WEFT_CLOSED) {
+            s = WEFT_OK;
+            break;
+        }
+        if (s != WEFT_OK) break;
+        size_t n = weft_bytes_len(msg);
+        char *reply = malloc(n + 5);
+        if (!reply) {
+            weft_bytes_free(msg);
+            s = WEFT_NO_MEMORY;
+            break;
+        }
+        memcpy(reply, "echo:", 5);
+        if (n) memcpy(reply + 5, weft_bytes_data(msg), n);
+        weft_bytes_free(msg);
+        s = weft_connection_send(c, reply, n + 5);
+        free(reply);
+        if (s != WEFT_OK) break;
+        count++;
+    }
+    if (s != WEFT_OK) weft_call_set_error(call, weft_last_error_message());
+    weft_connection_free(c);
+    if (s != WEFT_OK) return s;
+    char out[32];
+    int len = snprintf(out, sizeof out, "%u", count);
+    return weft_call_set_result(call, out, (size_t)len);
+}
