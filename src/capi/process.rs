@@ -90,11 +90,7 @@ pub unsafe extern "C" fn weft_process_start(
         out_ptr(out, "out")?;
         let f = task.ok_or_else(|| Error::new(WEFT_NULL_ARGUMENT, "task is NULL"))?;
         // SAFETY: forwarded contract.
-        let arg = unsafe { super::bytes(arg, arg_len, "arg") }?;
-        // SAFETY: forwarded contract.
-        let opts = unsafe { read_options(options) }?;
-        let p = process::start(f, arg, &opts)?;
-        publish(weft_process { tag: Tag::of::<weft_process>(), process: p }, out)
+        unsafe { start_task(f, arg, arg_len, options, out) }
     })
 }
 
@@ -125,12 +121,27 @@ pub unsafe extern "C" fn weft_process_start_symbol(
         // SAFETY: the caller promises the symbol is a weft_task_fn.
         let f: process::child::TaskFn = unsafe { std::mem::transmute::<usize, process::child::TaskFn>(addr) };
         // SAFETY: forwarded contract.
-        let arg = unsafe { super::bytes(arg, arg_len, "arg") }?;
-        // SAFETY: forwarded contract.
-        let opts = unsafe { read_options(options) }?;
-        let p = process::start(f, arg, &opts)?;
-        publish(weft_process { tag: Tag::of::<weft_process>(), process: p }, out)
+        unsafe { start_task(f, arg, arg_len, options, out) }
     })
+}
+
+/// The common tail of the two start functions.
+///
+/// # Safety
+/// As for `weft_process_start`; `out` already checked.
+unsafe fn start_task(
+    f: process::child::TaskFn,
+    arg: *const c_void,
+    arg_len: usize,
+    options: *const weft_process_options,
+    out: *mut *mut weft_process,
+) -> crate::status::Result<()> {
+    // SAFETY: forwarded contract.
+    let arg = unsafe { super::bytes(arg, arg_len, "arg") }?;
+    // SAFETY: forwarded contract.
+    let opts = unsafe { read_options(options) }?;
+    let p = process::start(f, arg, &opts)?;
+    publish(weft_process { tag: Tag::of::<weft_process>(), process: p }, out)
 }
 
 /// # Safety
