@@ -7,7 +7,7 @@
 
 use crate::status::{Error, Result, WEFT_CLOSED};
 use crate::time::Deadline;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// How long a poll waits before re-checking its weft thread's cancel flag.
 const CANCEL_SLICE_NS: u64 = 50_000_000;
@@ -310,28 +310,29 @@ pub fn pidfd_send_signal(pidfd: RawFd, sig: libc::c_int) -> Result<()> {
 
 /// The raw descriptor of an owned one (shorthand).
 pub fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
+    std::os::fd::AsRawFd::as_raw_fd(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn passes_descriptors_and_data() {
         let (a, b) = socketpair(libc::SOCK_STREAM).unwrap();
         let (r, w) = pipe().unwrap();
-        send_with_fds(raw(&a), b"hello", &[raw(&r), raw(&w)], Deadline::Never).unwrap();
+        send_with_fds(a.as_raw_fd(), b"hello", &[r.as_raw_fd(), w.as_raw_fd()], Deadline::Never).unwrap();
         let mut buf = [0u8; 16];
-        let (n, fds) = recv_with_fds(raw(&b), &mut buf, 4).unwrap();
+        let (n, fds) = recv_with_fds(b.as_raw_fd(), &mut buf, 4).unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(fds.len(), 2);
         // The received write end feeds the original read end.
-        send_all(raw(&a), &[b"x"], Deadline::Never).unwrap();
+        send_all(a.as_raw_fd(), &[b"x"], Deadline::Never).unwrap();
         // SAFETY: writing one byte from a live buffer.
-        assert_eq!(unsafe { libc::write(raw(&fds[1]), b"z".as_ptr().cast(), 1) }, 1);
+        assert_eq!(unsafe { libc::write(fds[1].as_raw_fd(), b"z".as_ptr().cast(), 1) }, 1);
         let mut one = [0u8; 1];
-        assert_eq!(read(raw(&r), &mut one).unwrap(), 1);
+        assert_eq!(read(r.as_raw_fd(), &mut one).unwrap(), 1);
         assert_eq!(&one, b"z");
     }
 
@@ -339,9 +340,9 @@ mod tests {
     fn too_many_descriptors_are_closed_and_reported() {
         let (a, b) = socketpair(libc::SOCK_STREAM).unwrap();
         let (r, w) = pipe().unwrap();
-        send_with_fds(raw(&a), b"x", &[raw(&r), raw(&w)], Deadline::Never).unwrap();
+        send_with_fds(a.as_raw_fd(), b"x", &[r.as_raw_fd(), w.as_raw_fd()], Deadline::Never).unwrap();
         let mut buf = [0u8; 4];
-        let e = recv_with_fds(raw(&b), &mut buf, 1).unwrap_err();
+        let e = recv_with_fds(b.as_raw_fd(), &mut buf, 1).unwrap_err();
         assert_eq!(e.code, crate::status::WEFT_INVALID_ARGUMENT);
     }
 
@@ -349,19 +350,19 @@ mod tests {
     fn send_to_a_closed_peer_is_closed_not_sigpipe() {
         let (a, b) = socketpair(libc::SOCK_STREAM).unwrap();
         drop(b);
-        let e = send_all(raw(&a), &[b"data"], Deadline::Never).unwrap_err();
+        let e = send_all(a.as_raw_fd(), &[b"data"], Deadline::Never).unwrap_err();
         assert_eq!(e.code, WEFT_CLOSED);
     }
 
     #[test]
     fn wait_ready_times_out_and_polls() {
         let (r, w) = pipe().unwrap();
-        let e = wait_ready(raw(&r), libc::POLLIN, Deadline::Now, "empty").unwrap_err();
+        let e = wait_ready(r.as_raw_fd(), libc::POLLIN, Deadline::Now, "empty").unwrap_err();
         assert_eq!(e.code, crate::status::WEFT_WOULD_BLOCK);
-        let e = wait_ready(raw(&r), libc::POLLIN, Deadline::from_timeout_ns(5_000_000), "empty").unwrap_err();
+        let e = wait_ready(r.as_raw_fd(), libc::POLLIN, Deadline::from_timeout_ns(5_000_000), "empty").unwrap_err();
         assert_eq!(e.code, crate::status::WEFT_TIMEOUT);
         drop(w);
-        let rev = wait_ready(raw(&r), libc::POLLIN, Deadline::Never, "eof").unwrap();
+        let rev = wait_ready(r.as_raw_fd(), libc::POLLIN, Deadline::Never, "eof").unwrap();
         assert_ne!(rev & libc::POLLHUP, 0);
     }
 }

@@ -2,11 +2,11 @@
 //! current process (`weft_process_current_*`, `weft_cpu_count`).
 
 use super::call::weft_task_fn;
-use super::status::{give_bytes, weft_bytes};
+use super::status::weft_bytes;
 use super::{get, out_ptr, publish, Object, Tag};
 use crate::process::{self, current, Process, StartMethod};
-use crate::status::{guard, guard_value, weft_status, Error, WEFT_INVALID_ARGUMENT, WEFT_NULL_ARGUMENT, WEFT_OK,
-    WEFT_TASK_FAILED, WEFT_WOULD_BLOCK};
+use crate::status::{guard, guard_value, weft_status, Error, WEFT_INVALID_ARGUMENT, WEFT_NULL_ARGUMENT,
+    WEFT_WOULD_BLOCK};
 use crate::time::Deadline;
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
@@ -200,15 +200,7 @@ pub unsafe extern "C" fn weft_process_join(process: *mut weft_process, timeout_n
         // SAFETY: forwarded contract.
         let p = unsafe { get(process) }?;
         p.process.wait(Deadline::from_timeout_ns(timeout_ns))?;
-        let o = p.process.result()?;
-        if o.status != WEFT_OK {
-            let name = crate::status::name(o.status).to_string_lossy();
-            return Err(Error::new(WEFT_TASK_FAILED, format!("task failed with {name}: {}", o.message)));
-        }
-        if !result.is_null() {
-            give_bytes(o.result, result)?;
-        }
-        Ok(())
+        super::call::give_outcome(p.process.result()?, result)
     })
 }
 

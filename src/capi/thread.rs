@@ -1,11 +1,11 @@
 //! Threads: start, join, identity, enumeration, cancellation, the failure hook, shutdown.
 
 use super::call::{run_c_task, weft_task_fn};
-use super::status::{give_bytes, weft_bytes};
+use super::status::weft_bytes;
 use super::{get, in_ptr, out_ptr, publish, Object, Tag};
 use crate::futex::Interrupt;
 use crate::status::{guard, guard_value, weft_status, Error, WEFT_BUFFER_TOO_SMALL, WEFT_INVALID_ARGUMENT,
-    WEFT_INVALID_STATE, WEFT_NULL_ARGUMENT, WEFT_OK, WEFT_TASK_FAILED};
+    WEFT_INVALID_STATE, WEFT_NULL_ARGUMENT};
 use crate::thread::{self, Thread};
 use crate::time::Deadline;
 use std::ffi::{c_char, c_void, CString};
@@ -108,15 +108,7 @@ pub unsafe extern "C" fn weft_thread_join(thread: *mut weft_thread, timeout_ns: 
         // SAFETY: forwarded contract.
         let t = unsafe { get(thread) }?;
         t.thread.join(Deadline::from_timeout_ns(timeout_ns), Interrupt::Cancellable)?;
-        let o = t.thread.outcome().unwrap_or_default();
-        if o.status != WEFT_OK {
-            let name = crate::status::name(o.status).to_string_lossy();
-            return Err(Error::new(WEFT_TASK_FAILED, format!("task failed with {name}: {}", o.message)));
-        }
-        if !result.is_null() {
-            give_bytes(o.result, result)?;
-        }
-        Ok(())
+        super::call::give_outcome(t.thread.outcome().unwrap_or_default(), result)
     })
 }
 

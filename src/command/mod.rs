@@ -11,14 +11,14 @@
 //! - Dropping a running child leaves it running and collects it later (`reap`).
 
 mod communicate;
-mod reap;
 mod search;
 mod spawn;
 mod stdio;
 
 pub use communicate::Output;
-pub use reap::orphans;
+pub use crate::reap::orphans;
 
+use crate::reap;
 use crate::status::{Error, Result, WEFT_INVALID_ARGUMENT, WEFT_INVALID_STATE, WEFT_OS_ERROR, WEFT_TASK_FAILED};
 use crate::time::Deadline;
 use communicate::Io;
@@ -165,7 +165,7 @@ impl Child {
             Exit::CollectedElsewhere => return Err(self.collected_elsewhere()),
             Exit::Running => {}
         }
-        match reap::reap(self.pidfd(), false) {
+        match reap::returncode(self.pidfd(), false) {
             Ok(Some(rc)) => {
                 *exit = Exit::Done(rc);
                 Ok(Some(rc))
@@ -208,7 +208,7 @@ impl Child {
     fn wait_private(&self) -> Result<i32> {
         let mut exit = lock(&self.exit);
         if *exit == Exit::Running {
-            *exit = match reap::reap(self.pidfd(), true) {
+            *exit = match reap::returncode(self.pidfd(), true) {
                 Ok(Some(rc)) => Exit::Done(rc),
                 Err(libc::ECHILD) => Exit::CollectedElsewhere,
                 Err(e) => return Err(Error::os("waitid(P_PIDFD)", e)),
@@ -284,7 +284,7 @@ impl Drop for Child {
         // SAFETY: `pidfd` is not used after this point.
         let pidfd = unsafe { ManuallyDrop::take(&mut self.pidfd) };
         let running = *self.exit.get_mut().unwrap_or_else(|e| e.into_inner()) == Exit::Running;
-        if running && reap::reap(pidfd.as_raw_fd(), false) == Ok(None) {
+        if running && reap::returncode(pidfd.as_raw_fd(), false) == Ok(None) {
             reap::adopt(pidfd);
         }
         reap::sweep();

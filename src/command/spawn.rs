@@ -144,7 +144,7 @@ pub(super) fn spawn(plan: &Plan) -> Result<Spawned> {
     if step != 0 {
         // The child exited with 127 right after writing the failure: collect it (ECHILD when
         // SIGCHLD is ignored and the kernel already did).
-        let _ = super::reap::reap(std::os::fd::AsRawFd::as_raw_fd(&pidfd), true);
+        let _ = crate::reap::returncode(std::os::fd::AsRawFd::as_raw_fd(&pidfd), true);
         return Err(failure(step, errno, plan));
     }
     Ok(Spawned { pid, pidfd })
@@ -363,6 +363,6 @@ mod tests {
 
         let plan = Plan { argv: &argv, env: None, cwd: None, slots: [Slot::Keep; 3], new_session: false };
         let s = spawn(&plan).unwrap();
-        assert_eq!(super::super::reap::reap(std::os::fd::AsRawFd::as_raw_fd(&s.pidfd), true), Ok(Some(0)));
+        assert_eq!(crate::reap::returncode(std::os::fd::AsRawFd::as_raw_fd(&s.pidfd), true), Ok(Some(0)));
     }
 }

@@ -65,12 +65,6 @@ pub fn exit(code: i32) -> ! {
     }
 }
 
-/// Keeps `fds` open without close-on-exec semantics mattering (they are the task's), and
-/// returns their numbers in order.
-pub fn raw_fds(fds: &[OwnedFd]) -> Vec<RawFd> {
-    fds.iter().map(|f| f.as_raw_fd()).collect()
-}
-
 /// Makes sure the descriptors the caller listed exist (a closed one is a caller error).
 pub fn check_fds(fds: &[RawFd]) -> crate::status::Result<()> {
     for &f in fds {

@@ -14,7 +14,7 @@
 
 use crate::fd;
 use crate::status::{Error, Result};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, Once};
 
@@ -116,9 +116,4 @@ pub fn arm(inherited: RawFd) -> Result<()> {
 /// Duplicates the read end for sending to a child (the caller drops the duplicate after).
 pub fn read_end_dup() -> Result<OwnedFd> {
     fd::dup(read_end()?)
-}
-
-/// True when `fd` is this process's lifeline read end (for tests).
-pub fn is_read_end(f: &OwnedFd) -> bool {
-    f.as_raw_fd() == READ_END.load(Ordering::Relaxed)
 }

@@ -94,24 +94,7 @@ pub struct Options {
     pub fds: Vec<RawFd>,
 }
 
-/// How a child ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// A signal ended it.
-    Signal(i32),
-}
-
-impl ExitStatus {
-    /// Python's `exitcode`: the code, or minus the signal.
-    pub fn exitcode(self) -> i32 {
-        match self {
-            ExitStatus::Code(c) => c,
-            ExitStatus::Signal(s) => -s,
-        }
-    }
-}
+pub use crate::reap::ExitStatus;
 
 /// A started child process. Thread-safe: any thread may join, poll or signal it.
 pub struct Process {
@@ -146,7 +129,7 @@ struct State {
 /// found by symbol for forkserver/spawn), `WEFT_OS_ERROR`, `WEFT_NO_MEMORY`.
 pub fn start(task: TaskFn, arg: &[u8], opts: &Options) -> Result<Arc<Process>> {
     child::check_fds(&opts.fds)?;
-    reap_detached();
+    crate::reap::sweep();
     let (identity, default_name) = current::next_child();
     let name = opts.name.clone().unwrap_or(default_name);
     let method = opts.method.unwrap_or_else(StartMethod::default_method);
@@ -163,7 +146,6 @@ pub fn start(task: TaskFn, arg: &[u8], opts: &Options) -> Result<Arc<Process>> {
                 // SAFETY: getpid has no preconditions.
                 parent_pid: unsafe { libc::getpid() },
                 daemon: opts.daemon,
-                has_lifeline: opts.daemon,
                 has_space: space.is_some(),
                 user_fds: opts.fds.len() as u32,
             };
@@ -201,43 +183,20 @@ pub(crate) struct Started {
     keep: Option<OwnedFd>,
 }
 
-/// Children whose handles were freed while they ran: reaped when they end (checked at every
-/// process start and handle release), so none stays a zombie for longer than that.
-static DETACHED: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
-
-fn reap_detached() {
-    let mut d = DETACHED.lock().unwrap_or_else(|e| e.into_inner());
-    d.retain(|p| matches!(try_reap(p.as_raw_fd()), Ok(None)));
-}
-
-/// `waitid(P_PIDFD, WEXITED | WNOHANG)`: `Ok(None)` while the child runs.
+/// `waitid(P_PIDFD, WEXITED | WNOHANG)`: `Ok(None)` while the child runs; a status collected
+/// by other code (ECHILD) is reported as lost, not invented.
 fn try_reap(pidfd: RawFd) -> Result<Option<ExitStatus>> {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid out-buffer.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid writes one siginfo_t; P_PIDFD takes the descriptor as the id.
-        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if e == libc::EINTR {
-                continue;
-            }
-            if e == libc::ECHILD {
-                return Err(Error::new(
-                    WEFT_OS_ERROR,
-                    "the child's exit status was collected by other code in this process (waitpid(-1) or SIGCHLD ignored)",
-                )
-                .with_errno(libc::ECHILD));
-            }
-            return Err(Error::os("waitid(P_PIDFD)", e));
+    crate::reap::reap(pidfd, false).map_err(|e| {
+        if e == libc::ECHILD {
+            Error::new(
+                WEFT_OS_ERROR,
+                "the child's exit status was collected by other code in this process (waitpid(-1) or SIGCHLD ignored)",
+            )
+            .with_errno(libc::ECHILD)
+        } else {
+            Error::os("waitid(P_PIDFD)", e)
         }
-        // SAFETY: waitid filled the SIGCHLD fields of `info`.
-        let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        return Ok(Some(if code == libc::CLD_EXITED { ExitStatus::Code(status) } else { ExitStatus::Signal(status) }));
-    }
+    })
 }
 
 impl Process {
@@ -390,14 +349,19 @@ impl Process {
                 continue;
             }
             first = false;
-            let mut fds = Vec::with_capacity(2);
+            // On the stack: the parent's heap pages are copy-on-write while a fork child runs.
+            let none = libc::pollfd { fd: -1, events: 0, revents: 0 };
+            let mut fds = [none; 2];
+            let mut n = 0;
             if self.direct() || eof || channel < 0 {
-                fds.push(libc::pollfd { fd: self.pidfd(), events: libc::POLLIN, revents: 0 });
+                fds[n] = libc::pollfd { fd: self.pidfd(), events: libc::POLLIN, revents: 0 };
+                n += 1;
             }
             if !eof && channel >= 0 {
-                fds.push(libc::pollfd { fd: channel, events: libc::POLLIN, revents: 0 });
+                fds[n] = libc::pollfd { fd: channel, events: libc::POLLIN, revents: 0 };
+                n += 1;
             }
-            if fd::poll(&mut fds, deadline)? == 0 {
+            if fd::poll(&mut fds[..n], deadline)? == 0 {
                 return Err(if deadline == Deadline::Now {
                     Error::would_block("the process is still running")
                 } else {
@@ -475,11 +439,11 @@ impl Drop for Process {
         if self.method != StartMethod::ForkServer && st.exit.is_none() {
             if let Some(p) = self.pidfd.take() {
                 if matches!(try_reap(p.as_raw_fd()), Ok(None)) {
-                    DETACHED.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+                    crate::reap::adopt(p);
                 }
             }
         }
-        reap_detached();
+        crate::reap::sweep();
     }
 }
 

@@ -280,9 +280,9 @@ pub(super) fn run_job(job: wire::Job, fds: Vec<OwnedFd>) -> ! {
     }
     let mut it = fds.into_iter();
     let result = it.next();
-    if job.has_lifeline {
+    if job.daemon {
         if let Some(l) = it.next() {
-            if job.daemon && lifeline::arm(l.into_raw_fd()).is_err() {
+            if lifeline::arm(l.into_raw_fd()).is_err() {
                 child::fail_and_exit(&Error::invalid("cannot tie the daemon to its parent"), result);
             }
         }

@@ -37,10 +37,9 @@ pub struct Job {
     pub identity: String,
     /// The parent's pid (the fork server is not the parent that counts).
     pub parent_pid: i32,
-    /// Die with the parent.
+    /// Die with the parent; the lifeline's read end then follows the result channel among the
+    /// descriptors.
     pub daemon: bool,
-    /// Whether a lifeline read end follows the result channel among the descriptors.
-    pub has_lifeline: bool,
     /// Whether the default space's descriptor follows.
     pub has_space: bool,
     /// How many user descriptors come last.
@@ -114,7 +113,7 @@ impl Job {
         put_bytes(&mut out, self.name.as_bytes());
         put_bytes(&mut out, self.identity.as_bytes());
         out.extend_from_slice(&self.parent_pid.to_le_bytes());
-        out.push(self.daemon as u8 | (self.has_lifeline as u8) << 1 | (self.has_space as u8) << 2);
+        out.push(self.daemon as u8 | (self.has_space as u8) << 2);
         out.extend_from_slice(&self.user_fds.to_le_bytes());
         out
     }
@@ -141,7 +140,6 @@ impl Job {
             identity: ident,
             parent_pid,
             daemon: flags & 1 != 0,
-            has_lifeline: flags & 2 != 0,
             has_space: flags & 4 != 0,
             user_fds,
         })
@@ -149,7 +147,7 @@ impl Job {
 
     /// How many descriptors travel with this job.
     pub fn fd_count(&self) -> usize {
-        1 + self.has_lifeline as usize + self.has_space as usize + self.user_fds as usize
+        1 + self.daemon as usize + self.has_space as usize + self.user_fds as usize
     }
 }
 
@@ -229,7 +227,6 @@ mod tests {
             identity: "3".into(),
             parent_pid: 42,
             daemon: true,
-            has_lifeline: true,
             has_space: false,
             user_fds: 2,
         };

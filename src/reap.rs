@@ -1,19 +1,39 @@
 //! Collecting a child's exit status through its pidfd (`waitid(P_PIDFD)`: never
-//! `waitpid(-1)`, never a SIGCHLD handler), and the children whose handle was dropped while
-//! they still ran.
+//! `waitpid(-1)`, never a SIGCHLD handler), and the children — processes and commands alike —
+//! whose handle was dropped while they still ran.
 //!
 //! Dropping a running child does not kill it (Python's `Popen.__del__` does not either): its
-//! pidfd moves to a process-wide list, and every later start or drop of a command collects
-//! the ones that have exited since (without blocking), so they stay zombies only until then.
+//! pidfd moves to a process-wide list, and every later start or drop of a process or command
+//! collects the ones that have exited since (without blocking), so they stay zombies only
+//! until then.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// One `waitid(P_PIDFD, WEXITED)` (with WNOHANG unless `block`). `Ok(Some(returncode))` when
-/// the child was collected now, `Ok(None)` while it runs (only without `block`), `Err(errno)`
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Python's `exitcode` / `returncode`: the code, or minus the signal.
+    pub fn exitcode(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => -s,
+        }
+    }
+}
+
+/// One `waitid(P_PIDFD, WEXITED)` (with WNOHANG unless `block`). `Ok(Some(status))` when the
+/// child was collected now, `Ok(None)` while it runs (only without `block`), `Err(errno)`
 /// otherwise — ECHILD when something else already collected it. EINTR is retried.
-pub(super) fn reap(pidfd: RawFd, block: bool) -> Result<Option<i32>, i32> {
+pub fn reap(pidfd: RawFd, block: bool) -> Result<Option<ExitStatus>, i32> {
     let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
     loop {
         // SAFETY: a zeroed siginfo_t is a valid output buffer.
@@ -32,15 +52,19 @@ pub(super) fn reap(pidfd: RawFd, block: bool) -> Result<Option<i32>, i32> {
         if pid == 0 {
             return Ok(None);
         }
-        return Ok(Some(returncode(info.si_code, status)));
+        return Ok(Some(status_of(info.si_code, status)));
     }
 }
 
-/// Python's return code: the exit code, or minus the signal that ended the child.
-fn returncode(code: libc::c_int, status: libc::c_int) -> i32 {
+/// [`reap`], as Python's return code.
+pub fn returncode(pidfd: RawFd, block: bool) -> Result<Option<i32>, i32> {
+    reap(pidfd, block).map(|s| s.map(ExitStatus::exitcode))
+}
+
+fn status_of(code: libc::c_int, status: libc::c_int) -> ExitStatus {
     match code {
-        libc::CLD_EXITED => status,
-        _ => -status, // CLD_KILLED, CLD_DUMPED
+        libc::CLD_EXITED => ExitStatus::Code(status),
+        _ => ExitStatus::Signal(status), // CLD_KILLED, CLD_DUMPED
     }
 }
 
@@ -50,7 +74,7 @@ static ORPHANS: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
 static ORPHAN_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Keeps the pidfd of a still-running child whose handle is gone, to collect it later.
-pub(super) fn adopt(pidfd: OwnedFd) {
+pub fn adopt(pidfd: OwnedFd) {
     let mut list = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
     list.push(pidfd);
     ORPHAN_COUNT.store(list.len(), Ordering::Relaxed);
@@ -58,7 +82,7 @@ pub(super) fn adopt(pidfd: OwnedFd) {
 
 /// Collects the adopted children that have exited, without blocking (skipped when another
 /// thread is at it).
-pub(super) fn sweep() {
+pub fn sweep() {
     if ORPHAN_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
@@ -79,8 +103,8 @@ mod tests {
 
     #[test]
     fn return_codes_follow_python() {
-        assert_eq!(returncode(libc::CLD_EXITED, 3), 3);
-        assert_eq!(returncode(libc::CLD_KILLED, libc::SIGKILL), -libc::SIGKILL);
-        assert_eq!(returncode(libc::CLD_DUMPED, libc::SIGABRT), -libc::SIGABRT);
+        assert_eq!(status_of(libc::CLD_EXITED, 3).exitcode(), 3);
+        assert_eq!(status_of(libc::CLD_KILLED, libc::SIGKILL).exitcode(), -libc::SIGKILL);
+        assert_eq!(status_of(libc::CLD_DUMPED, libc::SIGABRT).exitcode(), -libc::SIGABRT);
     }
 }
