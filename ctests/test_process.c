@@ -415,6 +415,23 @@ TEST_TIMEOUT(process_exit_codes_and_signals, 90000) {
     fd_end(&g);
 }
 
+/* A signal sent the moment start returns reaches the task with its default action, whatever
+ * the start method had to do to the disposition around the fork (the forkserver ignores Ctrl-C;
+ * its children must not lose one sent before they restored the default). */
+TEST_TIMEOUT(process_signal_right_after_start, 90000) {
+    warm_up_all();
+    for (int m = 1; m < 3; m++) {
+        weft_process_options o = opts(METHODS[m], NULL);
+        int rounds = METHODS[m] == WEFT_START_FORKSERVER ? 200 : 5;
+        for (int k = 0; k < rounds; k++) {
+            weft_process *p = start_ok(tl_task_block, NULL, 0, &o);
+            ASSERT_OK(weft_process_send_signal(p, SIGINT));
+            expect_died(p, -SIGINT);
+            weft_process_free(p);
+        }
+    }
+}
+
 /* A task that leaves with _exit(0) never returned: the process ended without reporting
  * (weft.h: WEFT_WORKER_DIED "when the process ended without reporting (it exited on its
  * own, ...)"), whatever its exit code; it is not a success with an empty result. */

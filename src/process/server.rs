@@ -120,7 +120,10 @@ struct Child {
 
 /// The server's loop; returns only when the control socket fails in an unexpected way.
 pub(super) fn serve(control: OwnedFd) -> Result<()> {
-    // Ctrl-C reaches the whole process group: the server is not the one to stop.
+    // Ctrl-C reaches the whole process group: the server is not the one to stop. SIGINT is
+    // blocked as well as ignored, so one sent to a child between its fork and its restoring the
+    // default disposition stays pending there instead of being discarded.
+    set_sigint_blocked(true);
     // SAFETY: setting a signal disposition to SIG_IGN has no memory effects.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let mut children: Vec<Child> = Vec::new();
@@ -177,6 +180,18 @@ fn advance(c: &mut Child) -> bool {
     true
 }
 
+/// Blocks or unblocks SIGINT for the calling (single) thread.
+fn set_sigint_blocked(blocked: bool) {
+    // SAFETY: the set is initialised by sigemptyset before use; sigprocmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let how = if blocked { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 fn reply(control: &OwnedFd, status: i32, pid: i32, message: &str, pidfd: Option<RawFd>) {
     let mut body = status.to_le_bytes().to_vec();
     body.extend_from_slice(&pid.to_le_bytes());
@@ -202,6 +217,8 @@ fn handle(control: &OwnedFd, children: &mut Vec<Child>, body: &[u8], fds: Vec<Ow
         // The child keeps only its job's descriptors.
         // SAFETY: restoring the default SIGINT disposition.
         unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+        // A SIGINT that arrived since the fork is delivered now, with its default action.
+        set_sigint_blocked(false);
         children.clear();
         // SAFETY: closing the control socket's number in this child; the OwnedFd is never
         // used again here (run_job does not return).
