@@ -30,12 +30,77 @@ fn owned(fd: RawFd, call: &str) -> Result<OwnedFd> {
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    pipe_with(0)
+}
+
+/// A close-on-exec pipe `(read end, write end)` with the extra `pipe2` `flags` (`O_NONBLOCK`).
+pub fn pipe_with(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a writable array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) } != 0 {
         return Err(Error::last_os("pipe2"));
     }
     Ok((owned(fds[0], "pipe2")?, owned(fds[1], "pipe2")?))
+}
+
+/// Writes all of `data` to `fd` (a pipe or a socket, blocking or not) without ever raising
+/// SIGPIPE: a socket is written with `MSG_NOSIGNAL`; anything else with SIGPIPE blocked for
+/// the calling thread, a SIGPIPE the write raised taken back before the mask is restored. A
+/// vanished reader gives `WEFT_CLOSED`.
+pub fn write_all_nosignal(fd: RawFd, data: &[u8], deadline: Deadline) -> Result<()> {
+    match send_all(fd, &[data], deadline) {
+        Err(e) if e.errno == libc::ENOTSOCK => {}
+        other => return other,
+    }
+    // SAFETY: the sets are initialised by sigemptyset before use; pthread_sigmask and
+    // sigtimedwait only read `pipe_only` and write `old`/`info`.
+    let (pipe_only, old) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        (set, old)
+    };
+    let mut done = 0;
+    let mut result = Ok(());
+    while done < data.len() {
+        // SAFETY: writes from the live remainder of `data`.
+        let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), data.len() - done) };
+        if n >= 0 {
+            done += n as usize;
+            continue;
+        }
+        match errno() {
+            libc::EINTR => {}
+            libc::EAGAIN => {
+                if let Err(e) = wait_ready(fd, libc::POLLOUT, deadline, "timed out writing") {
+                    result = Err(e);
+                    break;
+                }
+            }
+            libc::EPIPE => {
+                result = Err(Error::new(WEFT_CLOSED, "the reader closed its end"));
+                // SAFETY: as above; a zero timeout only collects a pending SIGPIPE. Only when
+                // it was not blocked before: a SIGPIPE the caller kept pending stays theirs.
+                unsafe {
+                    if libc::sigismember(&old, libc::SIGPIPE) == 0 {
+                        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                        let mut info: libc::siginfo_t = std::mem::zeroed();
+                        libc::sigtimedwait(&pipe_only, &mut info, &zero);
+                    }
+                }
+                break;
+            }
+            e => {
+                result = Err(Error::os("write", e));
+                break;
+            }
+        }
+    }
+    // SAFETY: restores the mask read above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
 }
 
 /// A close-on-exec Unix-domain socket pair of `kind` (`SOCK_STREAM`, `SOCK_SEQPACKET`).
@@ -218,7 +283,7 @@ pub fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd], deadline: Deadline) 
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN((fds.len() * std::mem::size_of::<RawFd>()) as u32) as _;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
             std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<RawFd>(), fds.len());
         }
         // SAFETY: `msg` describes valid buffers.
@@ -317,6 +382,70 @@ pub fn raw(fd: &OwnedFd) -> RawFd {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    fn sigpipe_pending() -> bool {
+        // SAFETY: sigpending fills a zeroed set; sigismember reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut set);
+            libc::sigismember(&set, libc::SIGPIPE) == 1
+        }
+    }
+
+    thread_local! {
+        static SIGPIPES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    extern "C" fn count_sigpipe(_: libc::c_int) {
+        SIGPIPES.with(|c| c.set(c.get() + 1));
+    }
+
+    #[test]
+    fn writes_to_a_pipe_without_reader_give_closed_not_sigpipe() {
+        // The test runtime ignores SIGPIPE, which would hide one: count deliveries instead. A
+        // pipe's SIGPIPE goes to the writing thread, so the count is this thread's.
+        // SAFETY: installs a handler that only touches a const-initialised thread-local.
+        let before = unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = count_sigpipe as *const () as usize;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGPIPE, &act, &mut old);
+            old
+        };
+        let (r, w) = pipe_with(libc::O_NONBLOCK).unwrap();
+        write_all_nosignal(w.as_raw_fd(), b"first", Deadline::Never).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(read(r.as_raw_fd(), &mut buf).unwrap(), 5);
+        // More than a pipe holds: the write waits for room, which a reader thread makes.
+        let big = vec![7u8; 1 << 20];
+        let reader = std::thread::spawn(move || {
+            let mut got = 0;
+            let mut chunk = vec![0u8; 65536];
+            while got < 1 << 20 {
+                match read(r.as_raw_fd(), &mut chunk) {
+                    Ok(n) => got += n,
+                    Err(_) => {
+                        wait_ready(r.as_raw_fd(), libc::POLLIN, Deadline::Never, "").unwrap();
+                    }
+                }
+            }
+            drop(r);
+            got
+        });
+        write_all_nosignal(w.as_raw_fd(), &big, Deadline::Never).unwrap();
+        assert_eq!(reader.join().unwrap(), 1 << 20);
+        let e = write_all_nosignal(w.as_raw_fd(), b"nobody reads", Deadline::Never).unwrap_err();
+        assert_eq!(e.code, WEFT_CLOSED);
+        assert!(!sigpipe_pending(), "the SIGPIPE the write raised was taken back");
+        assert_eq!(SIGPIPES.with(|c| c.get()), 0, "no SIGPIPE reached the thread");
+        // SAFETY: puts the runtime's disposition back.
+        unsafe { libc::sigaction(libc::SIGPIPE, &before, std::ptr::null_mut()) };
+        // Sockets take the MSG_NOSIGNAL path.
+        let (a, b) = socketpair(libc::SOCK_STREAM).unwrap();
+        write_all_nosignal(a.as_raw_fd(), b"x", Deadline::Never).unwrap();
+        drop(b);
+        assert_eq!(write_all_nosignal(a.as_raw_fd(), b"y", Deadline::Never).unwrap_err().code, WEFT_CLOSED);
+    }
 
     #[test]
     fn passes_descriptors_and_data() {

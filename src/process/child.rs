@@ -40,7 +40,12 @@ fn report(o: &Outcome, result: RawFd) -> i32 {
         return 0;
     }
     let payload = if o.status == WEFT_OK { &o.result[..] } else { o.message.as_bytes() };
-    let _ = wire::send_frame(result, &wire::outcome_frame(o.status, payload), &[]);
+    let body = wire::outcome_frame(o.status, payload);
+    let mut frame = Vec::with_capacity(8 + body.len());
+    frame.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    frame.extend_from_slice(&body);
+    // A pipe (fork) or a socket (forkserver, spawn); a vanished parent is no signal death.
+    let _ = fd::write_all_nosignal(result, &frame, Deadline::Never);
     if o.status == WEFT_OK { 0 } else { 1 }
 }
 

@@ -1,12 +1,12 @@
 //! The current process: its name and parent as weft knows them, the names of its children, the
 //! number of CPUs it may use, and how many threads it has (for the fork warning).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static NAME: Mutex<Option<&'static std::ffi::CStr>> = Mutex::new(None);
-static IDENTITY: Mutex<String> = Mutex::new(String::new());
+static IDENTITY: Mutex<&'static str> = Mutex::new("");
 static PARENT: AtomicI32 = AtomicI32::new(0);
 static CHILDREN: AtomicU64 = AtomicU64::new(0);
 
@@ -29,27 +29,38 @@ pub fn parent_pid() -> i32 {
 /// Records what a child learns from its parent: its name, identity path and parent. The
 /// child-counter restarts (Python's rule: a child's first child is `Process-<id>:1`).
 pub fn become_child(name: &str, identity: &str, parent: i32) {
-    Identity::new(name, identity, parent).install();
+    // Leaked on purpose: callers hold the name for the life of the process.
+    let name: &'static CStr = Box::leak(CString::new(name.replace('\0', "?")).unwrap_or_default().into_boxed_c_str());
+    let identity: &'static str = String::leak(identity.to_owned());
+    // SAFETY: both strings are leaked, so they live as long as the process.
+    unsafe { Identity { name, identity, parent }.install() };
 }
 
-/// A child's identity, built before fork so that the child only moves it into place (no
-/// allocation in the child, whose heap pages are copy-on-write).
-pub struct Identity {
-    name: Option<CString>,
-    identity: String,
+/// A forked child's identity, made in the parent from strings the parent owns, so that the
+/// child only stores two pointers (no allocation in the child, and none to free in the
+/// parent: both would touch copy-on-write pages while the child runs).
+pub struct Identity<'a> {
+    name: &'a CStr,
+    identity: &'a str,
     parent: i32,
 }
 
-impl Identity {
+impl<'a> Identity<'a> {
     /// The identity a child will take.
-    pub fn new(name: &str, identity: &str, parent: i32) -> Identity {
-        Identity { name: CString::new(name.replace('\0', "?")).ok(), identity: identity.to_owned(), parent }
+    pub fn new(name: &'a CStr, identity: &'a str, parent: i32) -> Identity<'a> {
+        Identity { name, identity, parent }
     }
     /// Makes it this process's identity (in the child).
-    pub fn install(self) {
-        // Leaked on purpose: callers hold the pointer for the life of the process.
-        *NAME.lock().unwrap_or_else(|e| e.into_inner()) = self.name.map(|n| &*Box::leak(n.into_boxed_c_str()));
-        *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) = self.identity;
+    ///
+    /// # Safety
+    /// The strings must stay valid for the rest of the process: in a forked child, its copy of
+    /// the parent's strings qualifies when the child never returns into code that frees them
+    /// (it ends with `_exit`).
+    pub unsafe fn install(self) {
+        // SAFETY: per the contract, the strings outlive every reader.
+        let (name, identity): (&'static CStr, &'static str) = unsafe { (&*(self.name as *const CStr), &*(self.identity as *const str)) };
+        *NAME.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+        *IDENTITY.lock().unwrap_or_else(|e| e.into_inner()) = identity;
         PARENT.store(self.parent, Ordering::Relaxed);
         CHILDREN.store(0, Ordering::Relaxed);
     }
@@ -59,7 +70,7 @@ impl Identity {
 /// process, `("1:2", "Process-1:2")` in process 1.
 pub fn next_child() -> (String, String) {
     let n = CHILDREN.fetch_add(1, Ordering::Relaxed) + 1;
-    let mine = IDENTITY.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mine = *IDENTITY.lock().unwrap_or_else(|e| e.into_inner());
     let identity = if mine.is_empty() { n.to_string() } else { format!("{mine}:{n}") };
     let name = format!("Process-{identity}");
     (identity, name)
@@ -119,8 +130,26 @@ fn parse_cpu_max(text: &str) -> Option<u32> {
     Some(quota.div_ceil(period).clamp(1, u32::MAX as u64) as u32)
 }
 
-/// The number of threads of this process (from `/proc/self/stat`), or 0 when unknown.
+/// glibc's `__libc_single_threaded` (glibc 2.32+): non-zero while the process has never had a
+/// second thread. Looked up at run time, so other C libraries simply take the slow path.
+fn libc_single_threaded() -> bool {
+    static FLAG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *FLAG.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the result is only compared and read below.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) as usize }
+    });
+    // SAFETY: a non-null result is the address of glibc's `char __libc_single_threaded`, which
+    // lives as long as libc; it is read as an atomic byte (glibc writes it before starting a
+    // thread, so a reader that sees non-zero is the only thread).
+    addr != 0 && unsafe { (*(addr as *const std::sync::atomic::AtomicU8)).load(Ordering::Relaxed) } != 0
+}
+
+/// The number of threads of this process, or 0 when unknown: 1 at once when glibc says the
+/// process never had another thread, else from `/proc/self/stat`.
 pub fn thread_count() -> u32 {
+    if libc_single_threaded() {
+        return 1;
+    }
     let mut buf = [0u8; 1024];
     // SAFETY: open/read/close on a stack buffer of the size passed.
     let n = unsafe {

@@ -3,15 +3,17 @@
 use super::{child, current, lifeline, warn, Options, Started};
 use crate::fd;
 use crate::status::{Error, Result};
+use std::ffi::CStr;
 use std::os::fd::IntoRawFd;
 
 /// Forks a child running `task(arg)`.
-pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str, identity: &str) -> Result<Started> {
+pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &CStr, identity: &str) -> Result<Started> {
     let threads = current::thread_count();
     if threads > 1 {
         warn::fork_with_threads(threads);
     }
-    let (parent_end, child_end) = fd::socketpair(libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
+    // A pipe, cheaper to make and close than a socket pair; nothing but bytes travel on it.
+    let (parent_end, child_end) = fd::pipe_with(libc::O_NONBLOCK)?;
     let life = if opts.daemon { Some(lifeline::read_end_dup()?) } else { None };
     // SAFETY: getpid has no preconditions.
     let me = current::Identity::new(name, identity, unsafe { libc::getpid() });
@@ -31,7 +33,9 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
                 unsafe { libc::_exit(1) };
             }
         }
-        me.install();
+        // SAFETY: the strings belong to the parent's frames, which this child never returns to
+        // (run_and_exit ends with _exit), so they live as long as the child.
+        unsafe { me.install() };
         // The task gets its own close-on-exec duplicates, as with the other start methods
         // (the parent's descriptors keep their flags: passing stdout must not make it
         // close-on-exec in the child).
@@ -39,7 +43,6 @@ pub(super) fn start(task: child::TaskFn, arg: &[u8], opts: &Options, name: &str,
         child::run_and_exit(task, arg, &fds, child_end);
     }
     drop(life);
-    drop(me);
     let pidfd = fd::pidfd_open(pid)?;
     // The parent keeps the child's end open until it has reaped the child: the child's exit
     // then wakes the parent once (pidfd), not twice (channel hang-up, then pidfd).

@@ -135,8 +135,18 @@ pub fn start(task: TaskFn, arg: &[u8], opts: &Options) -> Result<Arc<Process>> {
     let method = opts.method.unwrap_or_else(StartMethod::default_method);
     // Bring the default space up first, so every child shares it.
     let space = crate::space::handle::default_space().ok();
+    // Made before a fork and filled in after it: memory allocated while the child runs costs
+    // the parent copy-on-write faults.
+    let mut process = Arc::new(Process {
+        pid: 0,
+        pidfd: None,
+        name: CString::new(name.replace('\0', "?")).unwrap_or_default(),
+        daemon: opts.daemon,
+        method,
+        state: Mutex::new(State::default()),
+    });
     let started = match method {
-        StartMethod::Fork => fork::start(task, arg, opts, &name, &identity)?,
+        StartMethod::Fork => fork::start(task, arg, opts, &process.name, &identity)?,
         StartMethod::ForkServer | StartMethod::Spawn => {
             let job = wire::Job {
                 target: target::locate(task as *const () as usize)?,
@@ -164,14 +174,16 @@ pub fn start(task: TaskFn, arg: &[u8], opts: &Options) -> Result<Arc<Process>> {
             Started { pid, pidfd, channel: parent_end, keep }
         }
     };
-    Ok(Arc::new(Process {
-        pid: started.pid,
-        pidfd: Some(started.pidfd),
-        name: CString::new(name.replace('\0', "?")).unwrap_or_default(),
-        daemon: opts.daemon,
-        method,
-        state: Mutex::new(State { channel: Some(started.channel), keep: started.keep, ..State::default() }),
-    }))
+    // Nothing else holds the new handle, so this is always the unique reference.
+    let Some(p) = Arc::get_mut(&mut process) else {
+        return Err(Error::new(WEFT_INVALID_STATE, "a new process handle was shared"));
+    };
+    p.pid = started.pid;
+    p.pidfd = Some(started.pidfd);
+    let st = p.state.get_mut().unwrap_or_else(|e| e.into_inner());
+    st.channel = Some(started.channel);
+    st.keep = started.keep;
+    Ok(process)
 }
 
 /// What a start method hands back.
@@ -225,24 +237,41 @@ impl Process {
         self.method != StartMethod::ForkServer
     }
 
-    /// Reads what the channel has now and parses complete frames.
+    /// Reads what the channel has now and parses complete frames. The first read goes to a
+    /// small stack buffer: most children have nothing to say, and a heap buffer made right
+    /// after a fork costs copy-on-write faults. A channel with more to read gets a large one.
     fn pump(&self, st: &mut State) -> Result<()> {
         let Some(ch) = st.channel.as_ref().map(|c| c.as_raw_fd()) else { return Ok(()) };
+        let mut small = [0u8; 512];
+        let mut big = false;
         while !st.eof {
-            if st.buf.capacity() - st.buf.len() < 65536 {
-                st.buf.try_reserve(65536).map_err(|_| Error::new(crate::status::WEFT_NO_MEMORY, "result too large"))?;
-            }
             let len = st.buf.len();
-            let spare = st.buf.capacity() - len;
-            // SAFETY: reading into the vector's spare capacity, then setting the length to what
-            // the kernel wrote.
-            let n = unsafe { libc::read(ch, st.buf.as_mut_ptr().add(len).cast(), spare) };
-            if n > 0 {
-                // SAFETY: `n` bytes past `len` were initialised by read.
-                unsafe { st.buf.set_len(len + n as usize) };
-            } else if n == 0 {
-                st.eof = true;
+            let n = if big {
+                if st.buf.capacity() - len < 65536 {
+                    st.buf.try_reserve(65536).map_err(|_| Error::new(crate::status::WEFT_NO_MEMORY, "result too large"))?;
+                }
+                let spare = st.buf.capacity() - len;
+                // SAFETY: reading into the vector's spare capacity, then setting the length to
+                // what the kernel wrote.
+                let n = unsafe { libc::read(ch, st.buf.as_mut_ptr().add(len).cast(), spare) };
+                if n > 0 {
+                    // SAFETY: `n` bytes past `len` were initialised by read.
+                    unsafe { st.buf.set_len(len + n as usize) };
+                }
+                n
             } else {
+                // SAFETY: reading into a stack buffer of the size passed.
+                let n = unsafe { libc::read(ch, small.as_mut_ptr().cast(), small.len()) };
+                if n > 0 {
+                    st.buf.try_reserve(n as usize).map_err(|_| Error::new(crate::status::WEFT_NO_MEMORY, "result too large"))?;
+                    st.buf.extend_from_slice(&small[..n as usize]);
+                    big = n as usize == small.len();
+                }
+                n
+            };
+            if n == 0 {
+                st.eof = true;
+            } else if n < 0 {
                 match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
                     libc::EINTR => continue,
                     libc::EAGAIN => break,
@@ -292,19 +321,24 @@ impl Process {
         if st.exit.is_some() {
             return Ok(true);
         }
-        self.pump(st)?;
-        if st.exit.is_some() {
-            return Ok(true);
-        }
         if self.direct() {
             match try_reap(self.pidfd()) {
-                Ok(None) => return Ok(false),
+                Ok(None) => {
+                    // Still running: take what it wrote so far, so a large result never
+                    // leaves it blocked on a full channel.
+                    self.pump(st)?;
+                    return Ok(false);
+                }
                 Ok(Some(s)) => st.exit = Some(Ok(s)),
                 Err(e) => st.exit = Some(Err(e)),
             }
             // Everything the child wrote is in the channel now.
             self.pump(st)?;
             st.keep = None;
+            return Ok(true);
+        }
+        self.pump(st)?;
+        if st.exit.is_some() {
             return Ok(true);
         }
         if !pidfd_ready(self.pidfd()) {

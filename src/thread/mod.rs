@@ -522,10 +522,9 @@ fn run(boot: Boot) {
 pub fn shutdown(deadline: Deadline) -> Result<()> {
     SHUT_DOWN.store(true, Ordering::Release);
     loop {
-        let pending: Vec<Arc<Thread>> = enumerate()
-            .into_iter()
-            .filter(|t| t.kind == Kind::Weft && !t.daemon && t.is_alive() && !t.is_caller())
-            .collect();
+        // Straight from the registry: no main-thread record is made (a forked child ending
+        // through here should touch as few copy-on-write pages as it can).
+        let pending = registry::live_where(|t| t.kind == Kind::Weft && !t.daemon && !t.is_caller());
         if pending.is_empty() {
             return Ok(());
         }

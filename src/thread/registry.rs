@@ -53,6 +53,11 @@ pub fn enumerate() -> Vec<Arc<Thread>> {
     all
 }
 
+/// The live threads of the registry (not the main thread's record) that `keep` accepts.
+pub(super) fn live_where(keep: impl Fn(&Thread) -> bool) -> Vec<Arc<Thread>> {
+    with(|s| s.threads.iter().filter(|t| t.is_alive() && keep(t)).cloned().collect())
+}
+
 /// `enumerate().len()`.
 pub fn active_count() -> usize {
     enumerate().len()
@@ -79,6 +84,11 @@ extern "C" fn after_fork_child() {
     let _ = TID.try_with(|c| c.set(0));
     // SAFETY: the lock was taken in `before_fork` by this (now the only) thread.
     let state = unsafe { &mut *REGISTRY.state.get() };
+    if state.main.is_none() && state.threads.is_empty() {
+        // Nothing recorded: nothing to forget (and no copy-on-write page to touch for it).
+        let _ = REGISTRY.lock.release();
+        return;
+    }
     let forking = FORKING_TID.load(Ordering::Relaxed);
     let me = super::current_record()
         .or_else(|| state.main.clone().filter(|m| m.tid.load(Ordering::Relaxed) == forking));
