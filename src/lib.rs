@@ -13,6 +13,7 @@
 //! - [`process`]: child processes (fork, forkserver, spawn), tracked by pidfd
 //! - [`pipe`]: connections: framed messages over sockets, listener and client
 //! - [`command`]: running external programs (subprocess)
+//! - [`queue`]: queues (FIFO, LIFO, priority, simple), private or in a space
 //! - [`reap`]: collecting children by pidfd, and those whose handles were dropped
 //! - `capi`: every `extern "C"` function
 
@@ -22,6 +23,7 @@ pub mod fd;
 pub mod futex;
 pub mod pipe;
 pub mod process;
+pub mod queue;
 pub mod reap;
 pub mod space;
 pub mod status;

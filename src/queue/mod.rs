@@ -1,0 +1,99 @@
+//! Queues: Python's `queue.Queue`, `LifoQueue`, `PriorityQueue`, `SimpleQueue` and
+//! `multiprocessing.Queue`, `JoinableQueue`, `SimpleQueue` as one type with kinds, living either
+//! in private memory ([`private`]) or in a shared-memory space ([`shared`]).
+//!
+//! Items are byte strings, copied in and out. Items of at most 8 bytes (and every
+//! [`put_word`](private::PrivateQueue::put_word)) are stored inline, with no allocation.
+//!
+//! Semantics common to both homes (Python 3.13's `queue` module):
+//! - `put` blocks while the queue is full (bounded queues), `get` while it is empty; a
+//!   `Deadline::Now` attempt gives `WEFT_WOULD_BLOCK` (Python's `Full`/`Empty`), a passed
+//!   deadline `WEFT_TIMEOUT`, a cancel request on a weft thread `WEFT_CANCELLED`.
+//! - FIFO and simple queues deliver in put order; LIFO the last put first; priority the lowest
+//!   priority value first, FIFO among equal priorities. Other kinds ignore the priority.
+//! - Joinable queues count unfinished tasks: each put adds one, `task_done` removes one (one
+//!   too many is `WEFT_INVALID_STATE`), `join` waits until the count is zero.
+//! - `shutdown(false)`: later puts, and blocked putters, get `WEFT_CLOSED`; gets drain what is
+//!   left, then get `WEFT_CLOSED`. `shutdown(true)` also discards the items (counting each as
+//!   done for `join`) and wakes every waiter.
+//! - A receive into a buffer that is too small gives `WEFT_BUFFER_TOO_SMALL` with the needed
+//!   size and leaves the item in the queue.
+
+pub mod private;
+pub mod shared;
+
+use crate::status::{Error, Result};
+
+/// The order in which a queue delivers its items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// First in, first out (`queue.Queue`, `multiprocessing.Queue`).
+    Fifo,
+    /// Last in, first out (`queue.LifoQueue`).
+    Lifo,
+    /// Lowest priority value first, FIFO among equals (`queue.PriorityQueue`).
+    Priority,
+    /// First in, first out, unbounded, never joinable (`queue.SimpleQueue`).
+    Simple,
+}
+
+impl Kind {
+    /// The kind for a C constant (`WEFT_QUEUE_FIFO` = 0, `LIFO` = 1, `PRIORITY` = 2,
+    /// `SIMPLE` = 3).
+    pub fn from_code(code: u32) -> Result<Kind> {
+        match code {
+            0 => Ok(Kind::Fifo),
+            1 => Ok(Kind::Lifo),
+            2 => Ok(Kind::Priority),
+            3 => Ok(Kind::Simple),
+            _ => Err(Error::invalid(format!("unknown queue kind {code}"))),
+        }
+    }
+    /// The C constant of this kind.
+    pub fn code(self) -> u32 {
+        match self {
+            Kind::Fifo => 0,
+            Kind::Lifo => 1,
+            Kind::Priority => 2,
+            Kind::Simple => 3,
+        }
+    }
+}
+
+/// How a queue is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Delivery order.
+    pub kind: Kind,
+    /// Most items held at once; 0 = unbounded (always 0 for `Simple`).
+    pub maxsize: usize,
+    /// Shared queues: bytes of item storage (0 = a default); private queues ignore it.
+    pub max_bytes: u64,
+    /// Counts unfinished tasks (`task_done`/`join`); not allowed for `Simple`.
+    pub joinable: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { kind: Kind::Fifo, maxsize: 0, max_bytes: 0, joinable: false }
+    }
+}
+
+impl Options {
+    /// Checks the combination: `Simple` is unbounded and not joinable.
+    pub fn check(&self) -> Result<()> {
+        if self.kind == Kind::Simple && (self.maxsize != 0 || self.joinable) {
+            return Err(Error::invalid("a simple queue is unbounded and not joinable"));
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of receiving into a caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// The next item (this many bytes) was written to the buffer and removed from the queue.
+    Item(usize),
+    /// The next item needs this many bytes; it stays in the queue.
+    TooSmall(usize),
+}

@@ -1,0 +1,1 @@
+//! Private (one process) queues.

@@ -1,0 +1,1 @@
+//! Shared (cross-process) queues in a space.
