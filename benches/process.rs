@@ -18,9 +18,8 @@
 mod common;
 
 use common::harness::*;
+use common::pypeer::PyPeer;
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::ptr::null_mut;
 use std::time::Instant;
 
@@ -40,59 +39,6 @@ fn check(rc: weft_status, what: &str) {
 
 fn now_ns() -> u64 {
     weft::time::now_ns()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Python peer.
-
-struct PyPeer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl PyPeer {
-    fn python() -> String {
-        std::env::var("WEFT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into())
-    }
-
-    fn start() -> Option<PyPeer> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/process_peer.py");
-        let mut child = Command::new(Self::python()).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
-        let stdin = child.stdin.take()?;
-        let stdout = BufReader::new(child.stdout.take()?);
-        let mut peer = PyPeer { child, stdin, stdout };
-        peer.run("run 1").ok()?;
-        Some(peer)
-    }
-
-    /// Runs one command; ns per operation.
-    fn run(&mut self, cmd: &str) -> Result<f64, String> {
-        writeln!(self.stdin, "{cmd}").map_err(|e| e.to_string())?;
-        self.stdin.flush().map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
-        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["ok", v] => v.parse().map_err(|_| line.clone()),
-            _ => Err(format!("process_peer.py: {}", line.trim())),
-        }
-    }
-
-    fn version() -> String {
-        Command::new(Self::python())
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|_| "not found".into())
-    }
-}
-
-impl Drop for PyPeer {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.stdin.flush();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,7 +393,7 @@ fn main() {
     // SAFETY: sysconf has no preconditions.
     println!("cores: {} online; Python peer: {} (benches/process_peer.py)", unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }, PyPeer::version());
     println!("load average at start: {}", loadavg());
-    let py = std::cell::RefCell::new(PyPeer::start());
+    let py = std::cell::RefCell::new(PyPeer::start(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/process_peer.py"), "run 1"));
     if py.borrow().is_none() {
         println!("(the Python peer did not start: its rows are left out)");
     }

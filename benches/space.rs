@@ -33,8 +33,6 @@
 use std::cell::{RefCell, UnsafeCell};
 use std::ffi::c_char;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::ptr::null_mut;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
@@ -602,24 +600,12 @@ fn value_atomic(gate: &Gate, n: u64, placement: Placement) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // CPython's multiprocessing, run by benches/mp_peer.py (one interpreter for the whole run).
 
-struct PyPeer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+struct MpPeer(PyPeer);
 
-impl PyPeer {
-    fn start() -> Option<PyPeer> {
-        let python = std::env::var("WEFT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/mp_peer.py");
-        let mut child =
-            Command::new(&python).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
-        let stdin = child.stdin.take()?;
-        let stdout = BufReader::new(child.stdout.take()?);
-        let mut peer = PyPeer { child, stdin, stdout };
+impl MpPeer {
+    fn start() -> Option<MpPeer> {
         // A first command checks that the script works.
-        peer.run("value", 10, Placement::Free).ok()?;
-        Some(peer)
+        PyPeer::start(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/mp_peer.py"), "value 10").map(MpPeer)
     }
 
     /// Runs one command; (elapsed ns, hand-offs).
@@ -628,38 +614,21 @@ impl PyPeer {
             Placement::Spread([a, b]) => format!(" {a} {b}"),
             Placement::Free => String::new(),
         };
-        writeln!(self.stdin, "{kind} {n}{cpus}").map_err(|e| e.to_string())?;
-        self.stdin.flush().map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
-        let w: Vec<&str> = line.split_whitespace().collect();
-        match w.as_slice() {
-            ["ok", e, h] => Ok((e.parse().map_err(|_| line.clone())?, h.parse().map_err(|_| line.clone())?)),
-            _ => Err(format!("mp_peer.py: {}", line.trim())),
+        match self.0.ask(&format!("{kind} {n}{cpus}"))?.as_slice() {
+            [e, h] => Ok((e.parse().map_err(|_| format!("mp_peer.py: {e}"))?, h.parse().map_err(|_| format!("mp_peer.py: {h}"))?)),
+            other => Err(format!("mp_peer.py: {other:?}")),
         }
     }
 
     fn python_version() -> String {
-        let python = std::env::var("WEFT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-        Command::new(python)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|_| "not found".into())
-    }
-}
-
-impl Drop for PyPeer {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.stdin.flush();
-        let _ = self.child.wait();
+        PyPeer::version()
     }
 }
 
 // The harness lives in benches/common/harness.rs.
 mod common;
 use common::harness::*;
+use common::pypeer::PyPeer;
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -691,7 +660,7 @@ fn main() {
     });
     println!("CPU: {}", cpu_model());
     println!("cores: {online} online, {avail} available to this process; kernel {kernel}; glibc {glibc}");
-    println!("multiprocessing peer: {} (benches/mp_peer.py)", PyPeer::python_version());
+    println!("multiprocessing peer: {} (benches/mp_peer.py)", MpPeer::python_version());
     println!("load average at start: {}", loadavg());
     println!("rounds: {}, slices per sample: {}, scale: {}", cfg.rounds, cfg.chunks, cfg.scale);
 
@@ -705,7 +674,7 @@ fn main() {
     let sz = |base: f64, s: f64| ((base * s).round() as u64).max(1);
     let mut verdicts = Vec::new();
     let needs_python = want("handoff") || want("value");
-    let py = if needs_python { PyPeer::start() } else { None };
+    let py = if needs_python { MpPeer::start() } else { None };
     if needs_python && py.is_none() {
         println!("(the multiprocessing peer could not start: Python rows are skipped)");
     }

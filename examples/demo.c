@@ -769,6 +769,173 @@ static void demo_subprocess(void) {
            weft_last_error_errno());
 }
 
+/* ---- 14. queue.Queue: worker threads, task_done and join (seed 000) -------------------------- *
+ * q = Queue(); workers loop on q.get() ... q.task_done(); the main thread puts the source's
+ * items, then q.join() waits until every one was processed. */
+
+static atomic_int work_done;
+
+static weft_status queue_worker(weft_call *call) {
+    weft_queue *q = arg_ptr(call);
+    for (;;) {
+        uintptr_t item;
+        weft_status s = weft_queue_get_word(q, WEFT_FOREVER, &item);
+        if (s == WEFT_CLOSED) return WEFT_OK; /* the queue was shut down and drained */
+        CHECK(s);
+        atomic_fetch_add(&work_done, (int)item); /* do_work(item) */
+        CHECK(weft_queue_task_done(q));
+    }
+}
+
+static void demo_queue_workers(void) {
+    section("queue.Queue: four worker threads, task_done and join (seed 000)");
+    weft_queue_options o = {0};
+    o.flags = WEFT_QUEUE_JOINABLE; /* queue.Queue counts unfinished tasks */
+    weft_queue *q;
+    CHECK(weft_queue_new(&o, &q));
+    weft_thread *workers[4];
+    for (int i = 0; i < 4; i++) {
+        weft_thread_options to = {0};
+        to.daemon = true; /* t.daemon = True */
+        CHECK(weft_thread_start(queue_worker, &q, sizeof q, &to, &workers[i]));
+    }
+    for (uintptr_t item = 1; item <= 100; item++) CHECK(weft_queue_put_word(q, item, WEFT_FOREVER)); /* for item in source() */
+    CHECK(weft_queue_join(q, WEFT_FOREVER)); /* block until all tasks are done */
+    printf("all 100 items processed: sum %d (5050)\n", atomic_load(&work_done));
+    CHECK(weft_queue_shutdown(q, false)); /* Python 3.13: the workers' get() ends with ShutDown */
+    for (int i = 0; i < 4; i++) {
+        CHECK(weft_thread_join(workers[i], WEFT_FOREVER, NULL));
+        weft_thread_free(workers[i]);
+    }
+    /* LifoQueue and PriorityQueue: the same type, another kind. */
+    weft_queue_options lo = {0};
+    lo.kind = WEFT_QUEUE_LIFO;
+    weft_queue *lifo;
+    CHECK(weft_queue_new(&lo, &lifo));
+    lo.kind = WEFT_QUEUE_PRIORITY;
+    weft_queue *prio;
+    CHECK(weft_queue_new(&lo, &prio));
+    const char *words[] = {"first", "second", "third"};
+    const int64_t prios[] = {3, 1, 2};
+    for (int i = 0; i < 3; i++) {
+        CHECK(weft_queue_put(lifo, words[i], strlen(words[i]), 0));
+        CHECK(weft_queue_put_priority(prio, words[i], strlen(words[i]), prios[i], 0));
+    }
+    printf("LifoQueue gives:");
+    for (int i = 0; i < 3; i++) {
+        char buf[16];
+        size_t n;
+        CHECK(weft_queue_get_into(lifo, buf, sizeof buf, 0, &n));
+        printf(" %.*s", (int)n, buf);
+    }
+    printf("\nPriorityQueue gives (priorities 3, 1, 2):");
+    for (int i = 0; i < 3; i++) {
+        char buf[16];
+        size_t n;
+        CHECK(weft_queue_get_into(prio, buf, sizeof buf, 0, &n));
+        printf(" %.*s", (int)n, buf);
+    }
+    weft_bytes *none;
+    printf("\nget_nowait on the empty queue -> %s (Python: queue.Empty)\n", weft_status_name(weft_queue_get(prio, 0, &none)));
+    weft_queue_free(lifo);
+    weft_queue_free(prio);
+    weft_queue_free(q);
+}
+
+/* ---- 15. multiprocessing.Queue: a writer and a reader process (seed 002) --------------------- *
+ * The queue lives in the default space; each child opens it from its token (the argument). */
+
+static weft_queue *queue_from_arg(weft_call *call) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a child's own stdout: print lines as they come */
+    const void *token;
+    size_t n;
+    CHECK(weft_call_arg(call, &token, &n));
+    weft_queue *q;
+    CHECK(weft_queue_from_token(token, n, &q));
+    return q;
+}
+
+static weft_status queue_writer(weft_call *call) {
+    weft_queue *q = queue_from_arg(call);
+    printf("Process to write: %d\n", (int)getpid());
+    const char *values[] = {"A", "B", "C"};
+    for (int i = 0; i < 3; i++) {
+        printf("Put %s to queue...\n", values[i]);
+        CHECK(weft_queue_put(q, values[i], 1, WEFT_FOREVER));
+        sleep_ms(10);
+    }
+    weft_queue_free(q);
+    return WEFT_OK;
+}
+
+static weft_status queue_reader(weft_call *call) {
+    weft_queue *q = queue_from_arg(call);
+    printf("Process to read: %d\n", (int)getpid());
+    for (int i = 0; i < 3; i++) {
+        char v[8];
+        size_t n;
+        CHECK(weft_queue_get_into(q, v, sizeof v, WEFT_FOREVER, &n));
+        printf("Get %.*s from queue.\n", (int)n, v);
+    }
+    weft_queue_free(q);
+    return WEFT_OK;
+}
+
+static void demo_mp_queue(void) {
+    section("multiprocessing.Queue: a writer and a reader process (seed 002)");
+    weft_queue *q;
+    CHECK(weft_queue_new_in(NULL, NULL, NULL, &q));
+    uint8_t token[WEFT_TOKEN_MAX];
+    size_t len;
+    CHECK(weft_queue_token(q, token, sizeof token, &len));
+    weft_process *pw, *pr;
+    CHECK(weft_process_start(queue_writer, token, len, NULL, &pw));
+    CHECK(weft_process_start(queue_reader, token, len, NULL, &pr));
+    join_child(pw);
+    join_child(pr);
+    weft_queue_free(q);
+}
+
+/* ---- 16. JoinableQueue: a daemon consumer process, the producer joins (seed 003) ------------- */
+
+static weft_status joinable_consumer(weft_call *call) {
+    weft_queue *q = queue_from_arg(call);
+    for (;;) {
+        char item[32];
+        size_t n;
+        CHECK(weft_queue_get_into(q, item, sizeof item, WEFT_FOREVER, &n));
+        printf("the consumer got %.*s\n", (int)n, item);
+        CHECK(weft_queue_task_done(q));
+    }
+}
+
+static void demo_joinable_queue(void) {
+    section("JoinableQueue: the producer joins a daemon consumer process (seed 003)");
+    weft_queue_options o = {0};
+    o.flags = WEFT_QUEUE_JOINABLE;
+    weft_queue *q;
+    CHECK(weft_queue_new_in(NULL, NULL, &o, &q));
+    uint8_t token[WEFT_TOKEN_MAX];
+    size_t len;
+    CHECK(weft_queue_token(q, token, sizeof token, &len));
+    weft_process_options po = {0};
+    po.daemon = true;
+    weft_process *p;
+    CHECK(weft_process_start(joinable_consumer, token, len, &po, &p));
+    for (int i = 0; i < 5; i++) {
+        char item[32];
+        int n = snprintf(item, sizeof item, "product %d", i);
+        CHECK(weft_queue_put(q, item, (size_t)n, WEFT_FOREVER));
+        printf("the producer made %s\n", item);
+    }
+    CHECK(weft_queue_join(q, WEFT_FOREVER)); /* returns once the consumer marked all five done */
+    printf("main: every product was consumed\n");
+    CHECK(weft_process_kill(p)); /* the daemon consumer would die with us anyway */
+    weft_process_join(p, WEFT_FOREVER, NULL);
+    weft_process_free(p);
+    weft_queue_free(q);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("weft %s demo: Python threading programs in C\n", weft_version());
@@ -792,5 +959,8 @@ int main(void) {
     demo_pipe();
     demo_process_terminate();
     demo_subprocess();
+    demo_queue_workers();
+    demo_mp_queue();
+    demo_joinable_queue();
     return 0;
 }

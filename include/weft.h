@@ -143,6 +143,33 @@
 #define WEFT_START_SPAWN 3
 
 /**
+ * Queue kind: first in, first out (Python's `queue.Queue`, `multiprocessing.Queue`).
+ */
+#define WEFT_QUEUE_FIFO 0
+
+/**
+ * Queue kind: last in, first out (`queue.LifoQueue`).
+ */
+#define WEFT_QUEUE_LIFO 1
+
+/**
+ * Queue kind: the lowest priority value first, first in first out among equal priorities
+ * (`queue.PriorityQueue`; the priority is given to `weft_queue_put_priority`).
+ */
+#define WEFT_QUEUE_PRIORITY 2
+
+/**
+ * Queue kind: first in, first out, unbounded and not joinable (`queue.SimpleQueue`).
+ */
+#define WEFT_QUEUE_SIMPLE 3
+
+/**
+ * Queue flag: count unfinished tasks, for `weft_queue_task_done` and `weft_queue_join`
+ * (`queue.Queue` and `multiprocessing.JoinableQueue`).
+ */
+#define WEFT_QUEUE_JOINABLE 1
+
+/**
  * The longest token any shared object produces, in bytes: a buffer of this size always
  * suffices for `weft_*_token`.
  */
@@ -298,6 +325,22 @@ typedef struct weft_lock weft_lock;
  * `weft_process_free`.
  */
 typedef struct weft_process weft_process;
+
+/**
+ * A queue of byte-string items, private (`weft_queue_new`) or in a space (`weft_queue_new_in`),
+ * with the same functions for both. Items are copied in and out; items of at most 8 bytes,
+ * and words put with `weft_queue_put_word`, need no allocation in a private queue.
+ *
+ * Blocking calls take a timeout in nanoseconds: 0 tries once and gives WEFT_WOULD_BLOCK
+ * (Python's `Full`/`Empty`), WEFT_FOREVER waits forever, anything else gives WEFT_TIMEOUT when
+ * it passes; on a weft thread a cancel request ends a wait with WEFT_CANCELLED.
+ *
+ * Thread-safe, and process-safe when shared: any number of producers and consumers. A shared
+ * queue keeps no feeder thread: when a put returns, the item is in shared memory; a process
+ * killed at any instant, even in the middle of copying an item, leaves every committed item
+ * in the queue exactly once and the queue usable.
+ */
+typedef struct weft_queue weft_queue;
 
 /**
  * A re-entrant lock (Python's `threading.RLock`, or `multiprocessing.RLock` when created in a
@@ -472,6 +515,35 @@ typedef struct {
  * default the first warning is printed to stderr. Thread-safe.
  */
 typedef void (*weft_warning_fn)(const char *message, void *user);
+
+/**
+ * Options for `weft_queue_new` and `weft_queue_new_in`. Zero-initialise
+ * (`weft_queue_options o = {0};`) and set what you need; NULL options mean an unbounded FIFO
+ * queue that is not joinable.
+ */
+typedef struct {
+    /**
+     * `WEFT_QUEUE_FIFO` (0), `WEFT_QUEUE_LIFO`, `WEFT_QUEUE_PRIORITY` or `WEFT_QUEUE_SIMPLE`.
+     */
+    uint32_t kind;
+    /**
+     * `WEFT_QUEUE_JOINABLE` or 0.
+     */
+    uint32_t flags;
+    /**
+     * Most items held at once (Python's `maxsize`); 0 = unbounded.
+     */
+    uint64_t maxsize;
+    /**
+     * Shared queues: bytes of item storage, which also bounds the queue (0: 1 MiB); an item
+     * larger than it is refused. Private queues ignore it.
+     */
+    uint64_t max_bytes;
+    /**
+     * Must be zero.
+     */
+    uint64_t reserved[4];
+} weft_queue_options;
 
 /**
  * Options for `weft_thread_start`. Zero-initialise (`weft_thread_options o = {0};`) and set
@@ -2370,6 +2442,249 @@ uint32_t weft_cpu_count(void);
  * `hook` must stay callable, and `user` valid for it, until replaced.
  */
 void weft_set_warning_hook(weft_warning_fn hook, void *user);
+
+/**
+ * Creates a private queue (usable by the threads of this process) in `*out`; free it with
+ * `weft_queue_free`. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (unknown kind or flag,
+ * nonzero reserved field, a bounded or joinable simple queue), WEFT_NO_MEMORY.
+ *
+ * # Safety
+ * `options` NULL or a valid struct; `out` writable.
+ */
+weft_status weft_queue_new(const weft_queue_options *options, weft_queue **out);
+
+/**
+ * Creates a queue in `space` (NULL: the default space, shared with children of every start
+ * method), named `name` (NULL: unnamed; pass it to children with `weft_queue_token`). A named
+ * queue can be opened from any process that opens the space. FIFO and simple queues (joinable
+ * or not) can be shared; LIFO and priority queues give WEFT_UNSUPPORTED for now.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT, WEFT_EXISTS (the name is taken),
+ * WEFT_NO_MEMORY (the space is full), WEFT_UNSUPPORTED, WEFT_CORRUPTED.
+ *
+ * # Safety
+ * `space` NULL or a handle from weft; `name` NULL or a NUL-terminated string; `options` NULL or
+ * a valid struct; `out` writable.
+ */
+weft_status weft_queue_new_in(weft_space *space, const char *name, const weft_queue_options *options, weft_queue **out);
+
+/**
+ * Opens the queue named `name` in `space` (NULL: the default space). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_NOT_FOUND, WEFT_INVALID_ARGUMENT (the name is another kind of
+ * object), WEFT_CORRUPTED (the queue failed validation).
+ *
+ * # Safety
+ * `space` NULL or a handle from weft; `name` a NUL-terminated string; `out` writable.
+ */
+weft_status weft_queue_open(weft_space *space, const char *name, weft_queue **out);
+
+/**
+ * Writes a token for a shared queue (see `weft_lock_token`); a private queue has none
+ * (WEFT_INVALID_STATE).
+ *
+ * # Safety
+ * As `weft_lock_token`.
+ */
+weft_status weft_queue_token(const weft_queue *queue, void *buf, size_t cap, size_t *len);
+
+/**
+ * Opens the shared queue a token designates (see `weft_lock_from_token`).
+ *
+ * # Safety
+ * As `weft_lock_from_token`.
+ */
+weft_status weft_queue_from_token(const void *token, size_t len, weft_queue **out);
+
+/**
+ * Puts a copy of `item` (`len` bytes), waiting up to `timeout_ns` while a bounded queue is
+ * full. Errors: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK / WEFT_TIMEOUT (full: Python's `Full`),
+ * WEFT_CLOSED (shut down), WEFT_CANCELLED, WEFT_INVALID_ARGUMENT (larger than a shared queue's
+ * storage), WEFT_NO_MEMORY, WEFT_CORRUPTED.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `item` `len` readable bytes (or NULL with 0).
+ */
+weft_status weft_queue_put(weft_queue *queue, const void *item, size_t len, uint64_t timeout_ns);
+
+/**
+ * As `weft_queue_put`, with a priority: a priority queue delivers the lowest value first (first
+ * in, first out among equal values); other kinds ignore it.
+ *
+ * # Safety
+ * As `weft_queue_put`.
+ */
+weft_status weft_queue_put_priority(weft_queue *queue, const void *item, size_t len, int64_t priority, uint64_t timeout_ns);
+
+/**
+ * Puts a pointer-sized word (an item of `sizeof(uintptr_t)` bytes, native byte order), with no
+ * allocation in a private queue: the fast path for passing pointers between threads. Errors: as
+ * `weft_queue_put`.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+weft_status weft_queue_put_word(weft_queue *queue, size_t word, uint64_t timeout_ns);
+
+/**
+ * Puts `n` items in order (`items[i]` of `lens[i]` bytes; an item may be NULL when its length
+ * is 0), waiting up to `timeout_ns` in all for room. `*done` (when not NULL) receives how many
+ * went in: all of them on WEFT_OK; otherwise the status says why the rest did not (as
+ * `weft_queue_put`), and the items put stay put.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `items` and `lens` arrays of `n` elements (NULL when `n`
+ * is 0); each item readable for its length; `done` NULL or writable.
+ */
+weft_status weft_queue_put_many(weft_queue *queue, const void *const *items, const size_t *lens, size_t n, uint64_t timeout_ns, size_t *done);
+
+/**
+ * Takes the next item, waiting up to `timeout_ns` while the queue is empty, and returns it in
+ * `*item` (free with `weft_bytes_free`). Errors: WEFT_NULL_ARGUMENT, WEFT_WOULD_BLOCK /
+ * WEFT_TIMEOUT (empty: Python's `Empty`), WEFT_CLOSED (shut down and drained), WEFT_CANCELLED,
+ * WEFT_NO_MEMORY (the item stays), WEFT_CORRUPTED.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `item` writable.
+ */
+weft_status weft_queue_get(weft_queue *queue, uint64_t timeout_ns, weft_bytes **item);
+
+/**
+ * Takes the next item into `buf` (`cap` bytes) and writes its length to `*len`. When it does
+ * not fit, nothing is taken: `*len` is the size needed and the call returns
+ * WEFT_BUFFER_TOO_SMALL at once. Errors: as `weft_queue_get`.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `buf` `cap` writable bytes (or NULL with 0); `len`
+ * writable.
+ */
+weft_status weft_queue_get_into(weft_queue *queue, void *buf, size_t cap, uint64_t timeout_ns, size_t *len);
+
+/**
+ * Takes the next item, which must be a word (`sizeof(uintptr_t)` bytes, as put by
+ * `weft_queue_put_word`), into `*word`. Errors: as `weft_queue_get`, and WEFT_INVALID_STATE
+ * when the next item has another size (it stays in the queue).
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `word` writable.
+ */
+weft_status weft_queue_get_word(weft_queue *queue, uint64_t timeout_ns, size_t *word);
+
+/**
+ * Waits up to `timeout_ns` for at least one item, then takes up to `max` items that are there
+ * (without waiting for more). They come packed in one buffer `*items` (free with
+ * `weft_bytes_free`): for each item its length as a native-endian `uint64_t`, then its bytes,
+ * with no padding; `*count` receives how many. Errors: as `weft_queue_get`, and
+ * WEFT_INVALID_ARGUMENT (`max` is 0).
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `items` and `count` writable.
+ */
+weft_status weft_queue_get_many(weft_queue *queue, size_t max, uint64_t timeout_ns, weft_bytes **items, size_t *count);
+
+/**
+ * Writes the number of items held now to `*size` (Python's `qsize()`; other threads may
+ * change it at once). Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `size` writable.
+ */
+weft_status weft_queue_size(const weft_queue *queue, size_t *size);
+
+/**
+ * True when the queue holds no item (Python's `empty()`); false for NULL or a bad handle.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+bool weft_queue_empty(const weft_queue *queue);
+
+/**
+ * True when a bounded queue holds `maxsize` items (Python's `full()`); false for NULL or a bad
+ * handle.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+bool weft_queue_full(const weft_queue *queue);
+
+/**
+ * Writes the queue's options (kind, flags, maxsize, max_bytes) to `*options`. Errors:
+ * WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `options` writable.
+ */
+weft_status weft_queue_options_get(const weft_queue *queue, weft_queue_options *options);
+
+/**
+ * Marks one task taken from a joinable queue done (Python's `task_done()`). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (the queue is not joinable, or more calls than items
+ * put: Python's `ValueError`).
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+weft_status weft_queue_task_done(weft_queue *queue);
+
+/**
+ * Writes the number of unfinished tasks (items put and not yet marked done) to `*count`.
+ * Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `count` writable.
+ */
+weft_status weft_queue_unfinished(const weft_queue *queue, size_t *count);
+
+/**
+ * Waits up to `timeout_ns` until every item put was marked done (Python's `join()`). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (not joinable), WEFT_WOULD_BLOCK, WEFT_TIMEOUT,
+ * WEFT_CANCELLED.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+weft_status weft_queue_join(weft_queue *queue, uint64_t timeout_ns);
+
+/**
+ * Shuts the queue down (Python 3.13's `shutdown`): puts fail with WEFT_CLOSED from now on, and
+ * blocked putters wake with it; gets take what is left, then give WEFT_CLOSED. With
+ * `immediate`, the items left are discarded (each counted done for `weft_queue_join`) and every
+ * waiter wakes. Shutting down twice is allowed (an immediate one still discards). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_CORRUPTED.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+weft_status weft_queue_shutdown(weft_queue *queue, bool immediate);
+
+/**
+ * True once the queue was shut down (by any handle, in any process); false for NULL or a bad
+ * handle.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft.
+ */
+bool weft_queue_is_shut_down(const weft_queue *queue);
+
+/**
+ * Writes a descriptor to `*fd` that is readable (POLLIN) while the queue holds an item or is
+ * shut down, for epoll, libuv, GLib or asyncio. It is owned by the handle (do not close it) and
+ * stays valid until `weft_queue_free`; reading it is not needed (and not allowed). Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft; `fd` writable.
+ */
+weft_status weft_queue_fd(weft_queue *queue, int *fd);
+
+/**
+ * Frees the handle. A private queue is freed with its items; a shared queue lives on while a
+ * handle on it remains in any process (and, when named, until `weft_space_remove`). NULL is a
+ * no-op.
+ *
+ * # Safety
+ * `queue` NULL or a handle from weft, not used afterwards.
+ */
+void weft_queue_free(weft_queue *queue);
 
 /**
  * Creates a semaphore holding `value` permits (Python's `Semaphore(value)`), in `*out`.

@@ -1,3 +1,4 @@
 //! Code shared by the benches.
 
 pub mod harness;
+pub mod pypeer;

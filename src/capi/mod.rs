@@ -22,6 +22,7 @@ pub mod local;
 pub mod lock;
 pub(crate) mod placed;
 pub mod process;
+pub mod queue;
 pub mod semaphore;
 pub mod shm;
 pub mod space;

@@ -97,3 +97,113 @@ pub enum Filled {
     /// The next item needs this many bytes; it stays in the queue.
     TooSmall(usize),
 }
+
+/// A queue, private or shared: one API for both homes (see the module documentation).
+///
+/// Thread-safe: any number of threads (and, for a shared queue, processes) may put and get at
+/// once.
+pub enum Queue {
+    /// In this process's memory (boxed: the ring's cache-padded cursors make it large).
+    Private(Box<private::PrivateQueue>),
+    /// In a shared-memory space.
+    Shared(shared::SharedQueue),
+}
+
+/// Forwards a call to whichever home the queue has.
+macro_rules! both {
+    ($self:ident, $q:ident => $e:expr) => {
+        match $self {
+            Queue::Private($q) => $e,
+            Queue::Shared($q) => $e,
+        }
+    };
+}
+
+impl Queue {
+    /// A private queue.
+    pub fn new(opts: Options) -> Result<Queue> {
+        Ok(Queue::Private(Box::new(private::PrivateQueue::new(opts)?)))
+    }
+    /// How the queue was made.
+    pub fn options(&self) -> Options {
+        both!(self, q => q.options())
+    }
+    /// The shared queue, when it lives in a space.
+    pub fn as_shared(&self) -> Option<&shared::SharedQueue> {
+        match self {
+            Queue::Private(_) => None,
+            Queue::Shared(q) => Some(q),
+        }
+    }
+    /// Puts a copy of `item` (blocking while full, until `deadline`).
+    pub fn put(&self, item: &[u8], priority: i64, deadline: crate::time::Deadline) -> Result<()> {
+        both!(self, q => q.put(item, priority, deadline))
+    }
+    /// Puts the 8 native-endian bytes of `word`, with no allocation in a private queue.
+    pub fn put_word(&self, word: usize, priority: i64, deadline: crate::time::Deadline) -> Result<()> {
+        both!(self, q => q.put_word(word, priority, deadline))
+    }
+    /// Puts `items` in order; how many went in, and why it stopped early.
+    pub fn put_many(&self, items: &[&[u8]], priority: i64, deadline: crate::time::Deadline) -> (usize, Result<()>) {
+        both!(self, q => q.put_many(items, priority, deadline))
+    }
+    /// Takes the next item (blocking while empty, until `deadline`).
+    pub fn get(&self, deadline: crate::time::Deadline) -> Result<Vec<u8>> {
+        both!(self, q => q.get(deadline))
+    }
+    /// Takes the next item, which must be 8 bytes, as a word (otherwise it stays).
+    pub fn get_word(&self, deadline: crate::time::Deadline) -> Result<usize> {
+        both!(self, q => q.get_word(deadline))
+    }
+    /// Takes the next item into `buf`, or says how big it is (then it stays).
+    pub fn get_into(&self, buf: &mut [u8], deadline: crate::time::Deadline) -> Result<Filled> {
+        both!(self, q => q.get_into(buf, deadline))
+    }
+    /// Waits for at least one item, then takes up to `max` of those present.
+    pub fn get_many(&self, max: usize, deadline: crate::time::Deadline) -> Result<Vec<Vec<u8>>> {
+        both!(self, q => q.get_many(max, deadline))
+    }
+    /// Items held now.
+    pub fn qsize(&self) -> usize {
+        both!(self, q => q.qsize())
+    }
+    /// True when no item is held.
+    pub fn empty(&self) -> bool {
+        both!(self, q => q.empty())
+    }
+    /// True when a bounded queue holds `maxsize` items.
+    pub fn full(&self) -> bool {
+        both!(self, q => q.full())
+    }
+    /// Marks one task gotten from a joinable queue done.
+    pub fn task_done(&self) -> Result<()> {
+        both!(self, q => q.task_done())
+    }
+    /// Items put and not yet marked done (joinable queues).
+    pub fn unfinished(&self) -> usize {
+        both!(self, q => q.unfinished())
+    }
+    /// Waits until every item put was marked done.
+    pub fn join(&self, deadline: crate::time::Deadline) -> Result<()> {
+        both!(self, q => q.join(deadline))
+    }
+    /// Shuts the queue down (see the module documentation).
+    pub fn shutdown(&self, immediate: bool) -> Result<()> {
+        match self {
+            Queue::Private(q) => {
+                q.shutdown(immediate);
+                Ok(())
+            }
+            Queue::Shared(q) => q.shutdown(immediate),
+        }
+    }
+    /// True once shut down.
+    pub fn is_shut_down(&self) -> bool {
+        both!(self, q => q.is_shut_down())
+    }
+    /// A descriptor readable while the queue holds an item or is shut down; owned by the queue
+    /// (or, for a shared queue, by this handle on it).
+    pub fn fd(&self) -> Result<std::os::fd::RawFd> {
+        both!(self, q => q.fd())
+    }
+}

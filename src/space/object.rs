@@ -65,6 +65,8 @@ pub(crate) const KIND_DICT: u32 = 8;
 pub(crate) const KIND_LIST: u32 = 9;
 /// Kind of a raw block owned by another object (a dict's table, a list item...).
 pub(crate) const KIND_BLOB: u32 = 10;
+/// Kind of a Queue (a shared FIFO queue, `queue::shared`).
+pub(crate) const KIND_QUEUE: u32 = 11;
 
 /// The name of a kind, for messages.
 pub(crate) fn kind_name(kind: u32) -> &'static str {
@@ -79,6 +81,7 @@ pub(crate) fn kind_name(kind: u32) -> &'static str {
         KIND_DICT => "dict",
         KIND_LIST => "list",
         KIND_BLOB => "blob",
+        KIND_QUEUE => "queue",
         _ => "object of an unknown kind",
     }
 }

@@ -54,7 +54,7 @@ __version__ = version()
 
 # Process-shared objects (multiprocessing drop-ins), raw shared memory and spaces.
 from . import multiprocessing, shared_memory, spaces  # noqa: E402
-from . import connection, process, subprocess  # noqa: E402
+from . import connection, process, queue, subprocess  # noqa: E402
 from .connection import Client, Connection, Listener, Pipe  # noqa: E402
 from .process import Process, TaskError, cpu_count, current_process_name, parent_pid  # noqa: E402
 from .multiprocessing import NotRecoverableError, OwnerDeadError  # noqa: E402

@@ -47,6 +47,9 @@ What weft adds:
   ``fetch_add`` and ``compare_exchange``.
 * **Dict and List** (``Manager().dict()``/``list()`` without a manager process): shared
   containers of encoded keys and values (``codec="pickle"``, ``"bytes"``, ``"str"``).
+* **Queue, JoinableQueue, SimpleQueue** without a feeder thread (see :mod:`weft.queue`); they
+  also reach ``spawn`` and ``forkserver`` children, and ``codec="bytes"`` shares a named queue
+  with C.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from time import monotonic as _time
 from ._errors import WeftError, last_error_message
 from ._native import CONSTANTS, FOREVER, ffi, lib, managed
 from .spaces import Space, check, encode_name, opt_name, space_ptr
+from .queue import _SharedQueue
 
 __all__ = [
     "Lock",
@@ -80,6 +84,9 @@ __all__ = [
     "RawArray",
     "Dict",
     "List",
+    "Queue",
+    "JoinableQueue",
+    "SimpleQueue",
     "OwnerDeadError",
     "NotRecoverableError",
     "BrokenBarrierError",
@@ -1538,6 +1545,64 @@ class List(_Container, _abc.MutableSequence):
         return f"<weft.multiprocessing.List {self._snapshot()!r}>"
 
 
-for _cls in (Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, Value, Array, Dict, List):
+# --- Queue, JoinableQueue, SimpleQueue (implemented in weft.queue) -----------------------
+
+
+class Queue(_SharedQueue):
+    """``multiprocessing.Queue(maxsize=0)``: a FIFO queue in a space, for any number of
+    producer and consumer processes (and threads). ``put``/``get(block=True, timeout=None)``,
+    ``put_nowait``/``get_nowait``, ``qsize``, ``empty``, ``full``, ``close``; ``queue.Empty``
+    and ``queue.Full`` as multiprocessing's. There is no feeder thread: when ``put`` returns
+    the item is in shared memory, so ``join_thread()`` and ``cancel_join_thread()`` do
+    nothing, and a process killed at any instant loses no item it put and breaks nothing for
+    the others. Objects are pickled (multiprocessing's pickler, highest protocol).
+
+    Keywords (weft): ``space=``/``name=`` as for the locks (default: the default space,
+    unnamed), ``codec=`` ("pickle"; "bytes" puts and gets bytes as they are, for a C peer;
+    "str"; an object with ``dumps``/``loads``), ``max_bytes=`` (bytes of item storage, which
+    also bounds the queue; default 1 MiB; a larger item is ValueError). ``Queue.open(space,
+    name, codec=...)`` opens a named queue made by any process in any language;
+    ``shutdown(immediate=False)`` as Python 3.13's ``queue.Queue.shutdown`` (then
+    ``weft.queue.ShutDown``); ``await q.async_get()`` for asyncio. Pickled objects (process
+    arguments, items of another queue) reach children of every start method."""
+
+    __slots__ = ()
+    _PUBLIC = True
+
+
+class JoinableQueue(Queue):
+    """``multiprocessing.JoinableQueue(maxsize=0)``: a :class:`Queue` that counts unfinished
+    tasks across processes: ``task_done()`` (ValueError when called too many times) and
+    ``join()``."""
+
+    __slots__ = ()
+    _PUBLIC = True
+    _C_JOINABLE = True
+
+    def task_done(self):
+        """Marks one task taken with ``get`` done (in any process)."""
+        self._task_done()
+
+    def join(self):
+        """Blocks until every item put (by any process) has been marked done."""
+        self._join()
+
+
+class SimpleQueue(_SharedQueue):
+    """``multiprocessing.SimpleQueue()``: an unbounded FIFO queue; ``put(obj)``, ``get()``,
+    ``empty()``, ``close()`` (and, as for :class:`Queue`, the ``space=``, ``name=``,
+    ``codec=``, ``max_bytes=`` keywords, ``get(block, timeout)``, ``get_nowait``, ``qsize``,
+    ``async_get``)."""
+
+    __slots__ = ()
+    _PUBLIC = True
+    _C_KIND = CONSTANTS["WEFT_QUEUE_SIMPLE"]
+
+    def __init__(self, *, space=None, name=None, codec="pickle", max_bytes=None):
+        super().__init__(0, space=space, name=name, codec=codec, max_bytes=max_bytes)
+
+
+for _cls in (Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier, Value, Array, Dict, List,
+             Queue, JoinableQueue, SimpleQueue):
     _cls.__module__ = __name__
 del _cls

@@ -1,1 +1,0 @@
-//! Private (one process) queues.

@@ -1,1 +1,0 @@
-//! Shared (cross-process) queues in a space.
