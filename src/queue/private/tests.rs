@@ -95,7 +95,8 @@ fn bad_options_are_refused() {
 
 #[test]
 fn fifo_order() {
-    for q in [queue(Kind::Fifo, 4, false), queue(Kind::Fifo, 0, false), queue(Kind::Fifo, RING_MAX + 1, false), queue(Kind::Simple, 0, false)] {
+    let fifos = [queue(Kind::Fifo, 4, false), queue(Kind::Fifo, 0, false), queue(Kind::Fifo, RING_MAX + 1, false), queue(Kind::Simple, 0, false)];
+    for q in fifos {
         for i in 0..4u8 {
             q.put(&[i], 0, NOW).unwrap();
         }
@@ -263,6 +264,27 @@ fn blocked_getter_waits_for_an_item() {
         q.put(b"hello", 0, NOW).unwrap();
         assert_eq!(h.join().unwrap().unwrap(), b"hello");
         assert!(q.empty());
+    }
+}
+
+/// Several sleeping getters and a burst of puts: the puts after the first find a wake-up in
+/// flight and make no call; the woken getter passes it on, so every getter gets an item.
+#[test]
+fn a_burst_of_puts_wakes_every_sleeping_getter() {
+    for q in [queue(Kind::Fifo, 8, false), queue(Kind::Lifo, 0, false)] {
+        let getters: Vec<_> = (0..3)
+            .map(|_| {
+                let q = q.clone();
+                thread::spawn(move || q.get_word(NEVER))
+            })
+            .collect();
+        settle();
+        for i in 0..3 {
+            q.put_word(i, 0, NOW).unwrap();
+        }
+        let mut got: Vec<usize> = getters.into_iter().map(|g| g.join().unwrap().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
     }
 }
 

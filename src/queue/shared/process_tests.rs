@@ -560,6 +560,7 @@ fn measure_throughput_and_handoff_latency() {
     }
 }
 
+/// Measures the cost of a put and a get_into with no other process or thread (run as above).
 #[test]
 #[ignore]
 fn measure_single_thread_cost() {
