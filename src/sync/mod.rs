@@ -16,7 +16,7 @@ pub mod shared_barrier;
 pub mod shared_condition;
 
 #[cfg(test)]
-mod models;
+pub(crate) mod models;
 
 pub use barrier::Barrier;
 pub use condition::{CondLock, Condition};

@@ -5,7 +5,7 @@
 //! payload cells and futex words are loom's. The models are ordinary `#[test]`s calling loom
 //! directly (plain `cargo test` runs them), like those of `sync/models.rs`.
 //!
-//! [`LoomWord`] emulates a futex exactly as `sync/models.rs` does (a loom mutex and condition
+//! [`LoomWord`] is `sync/models.rs`'s futex emulation (a loom mutex and condition
 //! variable stand for the kernel's hash bucket; the value is checked under the mutex, after a
 //! SeqCst fence like the kernel's). The payload cell is loom's `UnsafeCell`: a read of a slot
 //! racing with its write fails the model.
@@ -33,87 +33,17 @@ use super::fifo::RingQueue;
 use super::item::{AsWord, Data, IntoVec, Item};
 use super::shim::{Atomic, DataCell, Shim};
 use super::wait::{block, EventCount};
-use crate::futex::{Interrupt, Wait, Word};
+// The futex word of the models is `sync/models.rs`'s.
+use crate::sync::models::LoomWord;
 use crate::status::{WEFT_CLOSED, WEFT_INVALID_STATE, WEFT_WOULD_BLOCK};
 use crate::time::Deadline;
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize};
-use loom::sync::{Arc, Condvar, Mutex};
+use loom::sync::atomic::{fence, AtomicU64, AtomicUsize};
+use loom::sync::Arc;
 use loom::thread;
 use std::sync::atomic::Ordering::{self, Relaxed, SeqCst};
 
-/// Runs `op`, bracketed by `fence(SeqCst)` when `order` is `SeqCst`.
-fn seq_cst<R>(order: Ordering, op: impl FnOnce() -> R) -> R {
-    if order == SeqCst {
-        fence(SeqCst);
-        let r = op();
-        fence(SeqCst);
-        r
-    } else {
-        op()
-    }
-}
 
-/// A futex word for loom (see the module documentation).
-pub(crate) struct LoomWord {
-    value: AtomicU32,
-    bucket: Mutex<()>,
-    sleepers: Condvar,
-}
-
-impl Word for LoomWord {
-    fn new(v: u32) -> Self {
-        LoomWord { value: AtomicU32::new(v), bucket: Mutex::new(()), sleepers: Condvar::new() }
-    }
-    fn load(&self, order: Ordering) -> u32 {
-        seq_cst(order, || self.value.load(order))
-    }
-    fn store(&self, v: u32, order: Ordering) {
-        seq_cst(order, || self.value.store(v, order))
-    }
-    fn swap(&self, v: u32, order: Ordering) -> u32 {
-        seq_cst(order, || self.value.swap(v, order))
-    }
-    fn compare_exchange(&self, current: u32, new: u32, success: Ordering, failure: Ordering) -> Result<u32, u32> {
-        let order = if failure == SeqCst { SeqCst } else { success };
-        seq_cst(order, || self.value.compare_exchange(current, new, success, failure))
-    }
-    fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
-        seq_cst(order, || self.value.fetch_add(v, order))
-    }
-    fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
-        seq_cst(order, || self.value.fetch_sub(v, order))
-    }
-    fn wait(&self, expected: u32, deadline: Deadline, _interrupt: Interrupt) -> Wait {
-        if deadline == Deadline::Now {
-            return Wait::TimedOut;
-        }
-        fence(SeqCst);
-        let bucket = self.bucket.lock().unwrap();
-        if self.value.load(Relaxed) != expected {
-            return Wait::Woken;
-        }
-        if let Deadline::At(_) = deadline {
-            return Wait::TimedOut;
-        }
-        drop(self.sleepers.wait(bucket).unwrap());
-        Wait::Woken
-    }
-    fn wake(&self, n: u32) {
-        let _bucket = self.bucket.lock().unwrap();
-        if n as usize >= loom::MAX_THREADS {
-            self.sleepers.notify_all();
-        } else {
-            for _ in 0..n {
-                self.sleepers.notify_one();
-            }
-        }
-    }
-    fn requeue_one(&self, _expected: u32, _to: &Self) -> bool {
-        self.wake(1);
-        true
-    }
-}
 
 /// A loom integer atomic, passed through unchanged (see the module documentation on SeqCst).
 pub(crate) struct LoomAtomic<A>(A);
