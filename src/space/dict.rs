@@ -279,9 +279,10 @@ pub(super) fn acquire<'a>(
     }
 }
 
-/// Test hook: lets a forked child SIGKILL itself at the n-th step of an update.
+/// Test hook: lets a forked child SIGKILL itself at the n-th step of an update (of a dict, a
+/// list or a shared queue).
 #[cfg(test)]
-pub(super) mod crash {
+pub(crate) mod crash {
     use std::sync::atomic::AtomicU32;
     use std::sync::atomic::Ordering::Relaxed;
 
@@ -308,7 +309,7 @@ pub(super) mod crash {
 
 /// Marks the boundary between two steps of an update (a test may kill the process there).
 #[inline(always)]
-pub(super) fn step() {
+pub(crate) fn step() {
     #[cfg(test)]
     crash::step();
 }

@@ -112,6 +112,7 @@
 
 use crate::futex::{Interrupt, SharedWord, Wait, Word};
 use crate::queue::{Filled, Kind, Options};
+use crate::space::dict::step;
 use crate::space::handle::SpaceHandle;
 use crate::space::object::{KIND_QUEUE, OBJECT_HEADER};
 use crate::space::shared::{SharedPod, SharedRef};
@@ -441,37 +442,6 @@ enum Take {
     Closed,
 }
 
-/// Fault injection for the tests: after `arm(n)` (in a forked child), the `n`-th `step()` kills
-/// the process.
-#[cfg(test)]
-mod crash {
-    use std::sync::atomic::AtomicU32;
-    use std::sync::atomic::Ordering::Relaxed;
-
-    static AT: AtomicU32 = AtomicU32::new(0);
-
-    pub(super) fn arm(n: u32) {
-        AT.store(n, Relaxed);
-    }
-
-    pub(super) fn step() {
-        match AT.load(Relaxed) {
-            0 => {}
-            1 => {
-                // SAFETY: raise has no memory-safety preconditions; the process dies here.
-                unsafe { libc::raise(libc::SIGKILL) };
-            }
-            n => AT.store(n - 1, Relaxed),
-        }
-    }
-}
-
-/// The boundary between two steps of an operation (a test may kill the process there).
-#[inline(always)]
-fn step() {
-    #[cfg(test)]
-    crash::step();
-}
 
 /// 0 unknown, 1 spinning pays (several CPUs), 2 it does not.
 static SPIN_PAYS: AtomicU8 = AtomicU8::new(0);

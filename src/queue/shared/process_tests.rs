@@ -112,10 +112,6 @@ fn verify(m: &[u8], scratch: &mut Vec<u8>) -> Option<(u32, u32)> {
     (scratch[..] == *m).then_some((p, seq))
 }
 
-fn reap(pid: libc::pid_t) -> i32 {
-    wait_child(pid)
-}
-
 #[test]
 fn processes_exchange_checksummed_messages_exactly_once() {
     const PRODUCERS: u32 = 2;
@@ -163,12 +159,12 @@ fn processes_exchange_checksummed_messages_exactly_once() {
         }));
     }
     for pid in producers {
-        let st = reap(pid);
+        let st = wait_child(pid);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "producer: status {st:#x}");
     }
     q.shutdown(false).unwrap();
     for pid in consumers {
-        let st = reap(pid);
+        let st = wait_child(pid);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "consumer: status {st:#x}");
     }
     assert_eq!(bad.u64(0).load(SeqCst), 0);
@@ -214,10 +210,10 @@ fn crash_at_every_step(what: &str, setup: &dyn Fn(&SharedQueue), op: &dyn Fn(&Sh
     for n in 1.. {
         let q = fresh();
         let pid = fork_child(|| {
-            super::crash::arm(n);
+            crate::space::dict::crash::arm(n);
             op(&q).is_ok()
         });
-        let st = reap(pid);
+        let st = wait_child(pid);
         let crashed = libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL;
         assert!(crashed || (libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0), "{what}, step {n}: status {st:#x}");
         let now = drain(&q, what);
@@ -386,7 +382,7 @@ fn processes_killed_at_random_moments_lose_nothing_committed() {
             let (pid, _) = children.swap_remove((rng.next() % children.len() as u64) as usize);
             // SAFETY: kills our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            let st = reap(pid);
+            let st = wait_child(pid);
             assert!(
                 libc::WIFSIGNALED(st) || (libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0),
                 "round {round}: a child failed (status {st:#x}), seed {seed:#x}"
@@ -444,7 +440,7 @@ fn processes_killed_at_random_moments_lose_nothing_committed() {
     for i in 0..1000 {
         assert_eq!(q.get_word(NEVER).unwrap(), i);
     }
-    assert!(libc::WIFEXITED(reap(pid)));
+    assert!(libc::WIFEXITED(wait_child(pid)));
 }
 
 /// Pins the calling thread to `cpu` when `WEFT_BENCH_PIN` is set.
@@ -497,7 +493,7 @@ fn measure_throughput_and_handoff_latency() {
                 msg[0] = i as u8;
                 q.put(&msg, 0, NEVER).unwrap();
             }
-            let st = reap(pid);
+            let st = wait_child(pid);
             assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
             let secs = (end.u64(0).load(SeqCst) - t0) as f64 / 1e9;
             eprintln!("throughput, 64-byte messages, put -> {mode}: {:.2} M messages/s", n as f64 / secs / 1e6);
@@ -518,7 +514,7 @@ fn measure_throughput_and_handoff_latency() {
             assert_eq!(b.get_word(NEVER).unwrap(), i + 1);
         }
         let queues = (now_ns() - t0) as f64 / rounds as f64;
-        assert!(libc::WIFEXITED(reap(pid)));
+        assert!(libc::WIFEXITED(wait_child(pid)));
         // The same over two pipes.
         let (mut p1, mut p2) = ([0; 2], [0; 2]);
         // SAFETY: creates two pipes into valid arrays.
@@ -546,7 +542,7 @@ fn measure_throughput_and_handoff_latency() {
             }
         }
         let pipes = (now_ns() - t0) as f64 / rounds as f64;
-        assert!(libc::WIFEXITED(reap(pid)));
+        assert!(libc::WIFEXITED(wait_child(pid)));
         for fd in p1.into_iter().chain(p2) {
             // SAFETY: closes our own descriptors.
             unsafe { libc::close(fd) };
