@@ -84,3 +84,16 @@ pub(crate) fn fork_child(f: impl FnOnce() -> bool) -> libc::pid_t {
     }
     pid
 }
+
+/// xorshift64: a small deterministic pseudo-random sequence for tests (seed non-zero).
+pub(crate) struct XorShift(pub(crate) u64);
+
+impl XorShift {
+    /// The next number of the sequence.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}

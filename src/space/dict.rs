@@ -1200,6 +1200,7 @@ impl<'a> SharedDict<'a> {
 pub(super) mod tests {
     use super::*;
     use crate::space::alloc::block_size;
+    use crate::test_support::XorShift;
     use crate::space::Segment;
     use crate::status::{WEFT_CORRUPTED, WEFT_INVALID_ARGUMENT, WEFT_NOT_RECOVERABLE, WEFT_TIMEOUT};
     use crate::test_support::{fork_child, wait_child};
@@ -1240,16 +1241,6 @@ pub(super) mod tests {
             for b in blocks {
                 space.free(b, block_size(k), 64).unwrap();
             }
-        }
-    }
-
-    pub(crate) struct XorShift(pub(crate) u64);
-    impl XorShift {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
         }
     }
 

@@ -645,22 +645,12 @@ impl Space {
 mod tests {
     use super::*;
     use crate::status::{WEFT_INVALID_ARGUMENT, WEFT_NOT_RECOVERABLE};
-    use crate::test_support::fork_child;
+    use crate::test_support::{fork_child, XorShift};
 
     const SIZE: usize = 64 * 1024;
 
     fn new_space() -> Space {
         Space::format(Segment::anonymous(SIZE).unwrap()).unwrap()
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     #[test]

@@ -694,7 +694,8 @@ mod tests {
     use super::*;
     use crate::futex::Interrupt;
     use crate::space::dict::crash;
-    use crate::space::dict::tests::{free_state, new_space, prewarm, XorShift};
+    use crate::space::dict::tests::{free_state, new_space, prewarm};
+    use crate::test_support::XorShift;
     use crate::status::{WEFT_CORRUPTED, WEFT_INVALID_ARGUMENT, WEFT_NOT_RECOVERABLE, WEFT_TIMEOUT};
     use crate::test_support::{fork_child, wait_child};
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::status::WEFT_WOULD_BLOCK;
 use crate::test_support::{fork_child, wait_child};
+use crate::test_support::XorShift;
 use std::sync::atomic::AtomicU8;
 
 const NEVER: Deadline = Deadline::Never;
@@ -276,16 +277,6 @@ fn killed_at_every_step_of_every_operation() {
     };
     assert!(crash_at_every_step("get_into", &only_c, &into) >= 5);
     assert!(crash_at_every_step("shutdown(immediate)", &with_a_c, &|q| q.shutdown(true)) >= 4);
-}
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Rounds of two producer and two consumer processes killed with SIGKILL at random moments,

@@ -2,6 +2,7 @@
 //! names and tokens, validation of damaged state.
 
 use super::*;
+use crate::test_support::XorShift;
 use crate::space::object::KIND_LOCK;
 use crate::status::{WEFT_CANCELLED, WEFT_EXISTS, WEFT_NOT_FOUND, WEFT_TIMEOUT, WEFT_WOULD_BLOCK};
 use std::thread;
@@ -48,16 +49,6 @@ fn eventually(f: impl Fn() -> bool) {
 fn still_blocked<T>(t: &thread::JoinHandle<T>) {
     thread::sleep(Duration::from_millis(30));
     assert!(!t.is_finished(), "the thread should still be blocked");
-}
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]
