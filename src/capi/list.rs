@@ -2,7 +2,7 @@
 //! space.
 
 use super::space::{required_name, space_or_default, weft_space, write_token};
-use super::status::{give_bytes, weft_bytes};
+use super::status::{give_bytes, give_packed, weft_bytes};
 use super::{get, out_ptr, publish, Object, Tag};
 use crate::space::list::SharedList;
 use crate::space::object::KIND_LIST;
@@ -241,12 +241,7 @@ pub unsafe extern "C" fn weft_list_items(list: *const weft_list, items: *mut *mu
         out_ptr(items, "items")?;
         // SAFETY: forwarded contract.
         let all = unsafe { get(list) }?.view()?.snapshot(Deadline::Never)?;
-        let mut packed = Vec::with_capacity(all.iter().map(|v| 8 + v.len()).sum());
-        for v in &all {
-            packed.extend_from_slice(&(v.len() as u64).to_ne_bytes());
-            packed.extend_from_slice(v);
-        }
-        give_bytes(packed, items)
+        give_packed(&all, items)
     })
 }
 

@@ -3,7 +3,7 @@
 //! space.
 
 use super::space::{required_name, space_or_default, weft_space, write_token};
-use super::status::{give_bytes, weft_bytes};
+use super::status::{give_bytes, give_packed, weft_bytes};
 use super::{get, out_ptr, publish, Object, Tag};
 use crate::queue::shared::SharedQueue;
 use crate::queue::{Filled, Kind, Options, Queue};
@@ -360,15 +360,7 @@ pub unsafe extern "C" fn weft_queue_get_many(
         out_ptr(count, "count")?;
         // SAFETY: forwarded contract.
         let all = unsafe { get(queue) }?.q.get_many(max, Deadline::from_timeout_ns(timeout_ns))?;
-        let mut packed = Vec::new();
-        packed
-            .try_reserve_exact(all.iter().map(|v| 8 + v.len()).sum())
-            .map_err(|_| Error::new(crate::status::WEFT_NO_MEMORY, "cannot pack the items"))?;
-        for v in &all {
-            packed.extend_from_slice(&(v.len() as u64).to_ne_bytes());
-            packed.extend_from_slice(v);
-        }
-        give_bytes(packed, items)?;
+        give_packed(&all, items)?;
         // SAFETY: checked non-NULL, writable per the contract.
         unsafe { count.write(all.len()) };
         Ok(())

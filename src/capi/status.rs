@@ -68,6 +68,21 @@ pub(crate) fn give_bytes(data: Vec<u8>, out: *mut *mut weft_bytes) -> crate::sta
     publish(weft_bytes { tag: Tag::of::<weft_bytes>(), data }, out)
 }
 
+/// Wraps byte strings for C as one packed buffer: for each its length as a native-endian
+/// `uint64_t`, then its bytes, with no padding (the format of `weft_list_items` and
+/// `weft_queue_get_many`). Errors: WEFT_NO_MEMORY.
+pub(crate) fn give_packed(items: &[Vec<u8>], out: *mut *mut weft_bytes) -> crate::status::Result<()> {
+    let mut packed = Vec::new();
+    packed
+        .try_reserve_exact(items.iter().map(|v| 8 + v.len()).sum())
+        .map_err(|_| crate::status::Error::new(crate::status::WEFT_NO_MEMORY, "cannot pack the items"))?;
+    for v in items {
+        packed.extend_from_slice(&(v.len() as u64).to_ne_bytes());
+        packed.extend_from_slice(v);
+    }
+    give_bytes(packed, out)
+}
+
 /// Makes a weft_bytes holding a copy of `data[0..len]` (for tests and bindings that build
 /// results themselves). Errors: WEFT_NULL_ARGUMENT (`out` NULL, or `data` NULL with len > 0).
 ///
