@@ -18,6 +18,7 @@
 mod common;
 
 use common::harness::*;
+use common::os::{close_all, fork_child, read_exact, reap, write_all};
 use common::pypeer::PyPeer;
 use std::ffi::CString;
 use std::ptr::null_mut;
@@ -132,19 +133,6 @@ fn weft_command_true(n: u64) -> f64 {
 const SMALL: usize = 64;
 const MIB: usize = 1 << 20;
 
-/// Forks a child running `body`, which must not return; the child exits 0 after it.
-fn fork_child(body: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child runs `body` (no locks held across fork in this single-threaded bench)
-    // and exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        body();
-        // SAFETY: ending the child.
-        unsafe { libc::_exit(0) };
-    }
-    pid
-}
 
 /// Runs `f` with this process (and so the children it forks) pinned to one CPU, as
 /// benches/sync.rs pins its ping-pong threads: on this VM a wake-up sent to an idle virtual CPU
@@ -164,12 +152,6 @@ fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert_eq!(status, 0, "bench child failed");
-}
 
 /// weft: `n` round trips of a 64-byte message over a duplex weft_pipe; ns per round trip.
 fn weft_round_trips(n: u64) -> f64 {
@@ -189,6 +171,7 @@ fn weft_round_trips(n: u64) -> f64 {
             // SAFETY: echoing `len` bytes of `buf`.
             check(unsafe { weft_connection_send(b, buf.as_ptr().cast(), len) }, "echo");
         }
+        true
     });
     // SAFETY: the parent's copy of `b` is not used here.
     unsafe { weft_connection_free(b) };
@@ -216,25 +199,7 @@ fn weft_round_trips(n: u64) -> f64 {
     t
 }
 
-fn read_exact(fd: i32, buf: &mut [u8]) {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled part of `buf`.
-        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        assert!(r > 0, "read failed or ended early");
-        got += r as usize;
-    }
-}
 
-fn write_all(fd: i32, buf: &[u8]) {
-    let mut put = 0;
-    while put < buf.len() {
-        // SAFETY: writing from the unsent part of `buf`.
-        let r = unsafe { libc::write(fd, buf[put..].as_ptr().cast(), buf.len() - put) };
-        assert!(r > 0, "write failed");
-        put += r as usize;
-    }
-}
 
 /// A raw pair (two pipes, or a socketpair) between parent and child: (parent read, parent
 /// write, child read, child write).
@@ -255,15 +220,6 @@ fn raw_pair(socket: bool) -> [i32; 4] {
     }
 }
 
-fn close_all(fds: &[i32]) {
-    let mut v = fds.to_vec();
-    v.sort();
-    v.dedup();
-    for f in v {
-        // SAFETY: closing descriptors this bench opened.
-        unsafe { libc::close(f) };
-    }
-}
 
 /// Raw: `n` round trips of 64 bytes over two pipes (or a socketpair); ns per round trip.
 fn raw_round_trips(n: u64, socket: bool) -> f64 {
@@ -281,6 +237,7 @@ fn raw_round_trips(n: u64, socket: bool) -> f64 {
             }
             write_all(cw, &buf[..r as usize]);
         }
+        true
     });
     if !socket {
         close_all(&[cr, cw]);
@@ -288,11 +245,11 @@ fn raw_round_trips(n: u64, socket: bool) -> f64 {
     let msg = [7u8; SMALL];
     let mut back = [0u8; SMALL];
     write_all(pw, &msg);
-    read_exact(pr, &mut back);
+    assert!(read_exact(pr, &mut back), "read failed or ended early");
     let t0 = now_ns();
     for _ in 0..n {
         write_all(pw, &msg);
-        read_exact(pr, &mut back);
+        assert!(read_exact(pr, &mut back), "read failed or ended early");
     }
     let t = (now_ns() - t0) as f64 / n as f64;
     assert_eq!(back, msg);
@@ -320,6 +277,7 @@ fn weft_throughput(n: u64) -> f64 {
             // SAFETY: live connection, valid buffer.
             check(unsafe { weft_connection_send(w, data.as_ptr().cast(), MIB) }, "send 1 MiB");
         }
+        true
     });
     // SAFETY: the parent does not write.
     unsafe { weft_connection_free(w) };
@@ -355,13 +313,14 @@ fn raw_throughput(n: u64) -> f64 {
         for _ in 0..=n {
             write_all(p[1], &data);
         }
+        true
     });
     close_all(&[p[1]]);
     let mut buf = vec![0u8; MIB];
-    read_exact(p[0], &mut buf);
+    assert!(read_exact(p[0], &mut buf), "read failed or ended early");
     let t0 = now_ns();
     for _ in 0..n {
-        read_exact(p[0], &mut buf);
+        assert!(read_exact(p[0], &mut buf), "read failed or ended early");
     }
     let t = (now_ns() - t0) as f64 / n as f64;
     assert!(buf[0] == 0x5a && buf[MIB - 1] == 0x5a);
@@ -370,20 +329,11 @@ fn raw_throughput(n: u64) -> f64 {
     t
 }
 
-fn scaled(base: f64, s: f64) -> u64 {
-    ((base * s).round() as u64).max(1)
-}
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |key: &str| filters.is_empty() || filters.iter().any(|f| key.starts_with(f.as_str()));
-    let cfg = Config {
-        rounds: std::env::var("WEFT_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1),
-        chunks: std::env::var("WEFT_BENCH_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
-        scale: std::env::var("WEFT_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0),
-        only: std::env::var("WEFT_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
-        verbose: std::env::var("WEFT_BENCH_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0"),
-    };
+    let cfg = Config::from_env();
     let start = Instant::now();
     // The bench compares single-threaded fork; no warning is wanted in its output.
     // SAFETY: NULL silences warnings.

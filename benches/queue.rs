@@ -18,6 +18,7 @@
 mod common;
 
 use common::harness::*;
+use common::os::{close_all, fork_child, read_exact, reap, write_all};
 use common::pypeer::PyPeer;
 use std::ffi::c_void;
 use std::ptr::null_mut;
@@ -37,9 +38,6 @@ fn now_ns() -> u64 {
     weft::time::now_ns()
 }
 
-fn scaled(base: f64, s: f64) -> u64 {
-    ((base * s) as u64).max(1)
-}
 
 const BOUND: u64 = 1024;
 const MSG: usize = 64;
@@ -168,24 +166,7 @@ fn glib_threads(g: &Glib, n: u64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Between processes: 64-byte messages.
 
-fn fork_child(body: impl FnOnce() -> bool) -> libc::pid_t {
-    // SAFETY: the child runs `body` (queue calls and plain memory) and ends with _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = body();
-        // SAFETY: ending the child without running the parent's exit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
 
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert_eq!(status, 0, "bench child failed");
-}
 
 fn message(i: u64) -> [u8; MSG] {
     let mut m = [0u8; MSG];
@@ -236,28 +217,7 @@ fn weft_processes(n: u64) -> f64 {
     t
 }
 
-fn read_exact(fd: i32, buf: &mut [u8]) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled tail of `buf`.
-        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        if r <= 0 {
-            return false;
-        }
-        got += r as usize;
-    }
-    true
-}
 
-fn write_all(fd: i32, buf: &[u8]) {
-    let mut put = 0;
-    while put < buf.len() {
-        // SAFETY: writing from the unsent tail of `buf`.
-        let r = unsafe { libc::write(fd, buf[put..].as_ptr().cast(), buf.len() - put) };
-        assert!(r > 0, "write failed");
-        put += r as usize;
-    }
-}
 
 fn pipe_pair() -> [i32; 2] {
     let mut p = [0; 2];
@@ -266,12 +226,6 @@ fn pipe_pair() -> [i32; 2] {
     p
 }
 
-fn close_all(fds: &[i32]) {
-    for &f in fds {
-        // SAFETY: closing descriptors this bench owns.
-        unsafe { libc::close(f) };
-    }
-}
 
 /// A raw pipe: one 64-byte write per message, one 64-byte read per message; ns per message.
 fn pipe_processes(n: u64) -> f64 {
@@ -368,20 +322,11 @@ fn pipe_handoff(n: u64) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_default()
-}
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |key: &str| filters.is_empty() || filters.iter().any(|f| key.starts_with(f.as_str()));
-    let cfg = Config {
-        rounds: std::env::var("WEFT_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1),
-        chunks: std::env::var("WEFT_BENCH_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
-        scale: std::env::var("WEFT_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0),
-        only: std::env::var("WEFT_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
-        verbose: std::env::var("WEFT_BENCH_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0"),
-    };
+    let cfg = Config::from_env();
     let start = std::time::Instant::now();
     println!("weft queue benchmarks (benches/queue.rs) — weft {} vs peers, one run, same machine", env!("CARGO_PKG_VERSION"));
     // SAFETY: sysconf has no preconditions.

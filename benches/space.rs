@@ -633,13 +633,7 @@ use common::pypeer::PyPeer;
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |key: &str| filters.is_empty() || filters.iter().any(|f| key.starts_with(f.as_str()));
-    let cfg = Config {
-        rounds: std::env::var("WEFT_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1),
-        chunks: std::env::var("WEFT_BENCH_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
-        scale: std::env::var("WEFT_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0),
-        only: std::env::var("WEFT_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
-        verbose: std::env::var("WEFT_BENCH_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0"),
-    };
+    let cfg = Config::from_env();
     let start = Instant::now();
 
     // SAFETY: sysconf and gnu_get_libc_version have no preconditions.

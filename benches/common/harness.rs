@@ -113,6 +113,25 @@ pub struct Config {
     pub verbose: bool,
 }
 
+impl Config {
+    /// From the environment: `WEFT_BENCH_ROUNDS` (default 7), `WEFT_BENCH_CHUNKS` (5),
+    /// `WEFT_BENCH_SCALE` (1.0), `WEFT_BENCH_ONLY`, `WEFT_BENCH_VERBOSE=1`.
+    pub fn from_env() -> Config {
+        Config {
+            rounds: std::env::var("WEFT_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7).max(1),
+            chunks: std::env::var("WEFT_BENCH_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
+            scale: std::env::var("WEFT_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0),
+            only: std::env::var("WEFT_BENCH_ONLY").ok().filter(|s| !s.is_empty()),
+            verbose: std::env::var("WEFT_BENCH_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0"),
+        }
+    }
+}
+
+/// `base` operations scaled by `s`, at least 1.
+pub fn scaled(base: f64, s: f64) -> u64 {
+    ((base * s).round() as u64).max(1)
+}
+
 /// Runs every contender `rounds` times, interleaved, and prints the table and ratios. All
 /// values are times (ns per operation; lower is better).
 pub fn bench(cfg: &Config, title: &str, detail: &str, mut cs: Vec<Contender>, targets: &[Target]) -> Vec<Verdict> {
