@@ -19,6 +19,7 @@
 //! - A receive into a buffer that is too small gives `WEFT_BUFFER_TOO_SMALL` with the needed
 //!   size and leaves the item in the queue.
 
+mod poll;
 pub mod private;
 pub mod shared;
 

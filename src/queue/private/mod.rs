@@ -23,7 +23,7 @@
 //! deadline. A joinable queue counts unfinished tasks with one atomic per put and
 //! `task_done`; other queues do not pay for it.
 //!
-//! A queue's [`fd`](PrivateQueue::fd) is an eventfd created on first use (`poll.rs`).
+//! A queue's [`fd`](PrivateQueue::fd) is an eventfd created on first use (`queue/poll.rs`).
 //!
 //! Loom models of the ring and its waiting are in `models.rs`.
 
@@ -32,7 +32,6 @@ mod item;
 mod locked;
 #[cfg(test)]
 mod models;
-mod poll;
 mod ring;
 mod shim;
 #[cfg(test)]
@@ -45,7 +44,7 @@ use crate::time::Deadline;
 use fifo::RingQueue;
 use item::{AsWord, IntoBuf, IntoVec, Item, Taker};
 use locked::Locked;
-use poll::Poll;
+use super::poll::Poll;
 use shim::Native;
 use std::os::fd::RawFd;
 use wait::Tasks;

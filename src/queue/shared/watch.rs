@@ -1,5 +1,5 @@
-//! A pollable descriptor for a shared queue: an eventfd that a watcher thread keeps readable
-//! while the queue holds an item or is shut down, and drained while it is empty.
+//! A pollable descriptor for a shared queue: the queue's [`Poll`] eventfd, kept readable by a
+//! watcher thread while the queue holds an item or is shut down, and drained while it is empty.
 //!
 //! Items arrive from other processes, which cannot write this process's descriptors, so a
 //! thread of this process follows the queue: it sleeps among the getters (`not_empty`) while the
@@ -10,11 +10,12 @@
 //! owns its own handle on the queue and a reference to the descriptor, and ends by itself.
 
 use super::{Cursor, SharedQueue, OPEN};
+use crate::queue::poll::Poll;
 use crate::status::{Error, Result};
 use crate::time::Deadline;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::os::fd::RawFd;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::sync::Arc;
 
 /// Longest sleep of the watcher between checks of its stop flag.
@@ -22,7 +23,9 @@ const SLICE_NS: u64 = 100_000_000;
 
 /// The descriptor and the watcher thread of one handle.
 pub(super) struct Watcher {
-    efd: Arc<OwnedFd>,
+    fd: RawFd,
+    /// Keeps the eventfd open for the handle (the thread holds its own reference).
+    _poll: Arc<Poll>,
     stop: Arc<AtomicBool>,
 }
 
@@ -37,26 +40,21 @@ impl Drop for Watcher {
 impl Watcher {
     /// Starts watching the queue `token` designates.
     pub(super) fn start(token: &[u8]) -> Result<Watcher> {
-        // SAFETY: eventfd has no memory effects; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(Error::last_os("eventfd"));
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
-        let stop = Arc::new(AtomicBool::new(false));
         let queue = SharedQueue::from_token(token)?;
-        let (e, s) = (efd.clone(), stop.clone());
+        let poll = Arc::new(Poll::default());
+        let fd = poll.fd(|| readable(&queue))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (poll.clone(), stop.clone());
         std::thread::Builder::new()
             .name("weft-queue-fd".into())
-            .spawn(move || follow(&queue, e.as_raw_fd(), &s))
+            .spawn(move || follow(&queue, &p, &s))
             .map_err(|e| Error::io("spawning the queue's watcher thread", &e))?;
-        Ok(Watcher { efd, stop })
+        Ok(Watcher { fd, _poll: poll, stop })
     }
 
     /// The descriptor.
     pub(super) fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
+        self.fd
     }
 }
 
@@ -66,37 +64,17 @@ fn readable(q: &SharedQueue) -> bool {
     h.shutdown.load(SeqCst) != OPEN || Cursor::load(&h.tail, SeqCst).seq != Cursor::load(&h.head, SeqCst).seq
 }
 
-/// Sets (`on`) or drains the eventfd.
-fn level(efd: RawFd, on: bool) {
-    let mut v = 0u64;
-    // SAFETY: reads or writes one u64 from/to a live local; a non-blocking eventfd never blocks.
-    unsafe {
-        if on {
-            v = 1;
-            libc::write(efd, (&v as *const u64).cast(), 8);
-        } else {
-            libc::read(efd, (&mut v as *mut u64).cast(), 8);
-        }
-    }
-}
-
 /// The watcher's loop.
-fn follow(q: &SharedQueue, efd: RawFd, stop: &AtomicBool) {
-    let mut on = false;
-    level(efd, false);
+fn follow(q: &SharedQueue, poll: &Poll, stop: &AtomicBool) {
     while !stop.load(Acquire) {
-        let now = readable(q);
-        if now != on {
-            level(efd, now);
-            on = now;
-        }
+        let on = readable(q);
+        poll.sync(|| on);
         let h = q.header();
         let deadline = Deadline::from_timeout_ns(SLICE_NS);
         // Sleep until the answer may have changed (or the slice ends); errors (a cancel request
         // cannot reach this thread; a timeout is the slice) only mean: check again.
         let sleepers = if on { &h.not_full } else { &h.not_empty };
-        let want = !on;
-        let _ = sleepers.sleep(deadline, &|| readable(q) == want || stop.load(Acquire), "");
+        let _ = sleepers.sleep(deadline, &|| readable(q) != on || stop.load(Acquire), "");
         // A commit wakes as many sleepers as it made room or items for; this one may have taken
         // a wake meant for a blocked getter or putter: pass one on (no system call when nobody
         // else sleeps).
@@ -121,4 +99,3 @@ impl SharedQueue {
         self.watcher.get().map(Watcher::fd).ok_or_else(|| Error::new(crate::status::WEFT_OS_ERROR, "no watcher"))
     }
 }
-

@@ -1,5 +1,6 @@
 //! The pollable descriptor of a queue: an eventfd that is readable exactly while the queue is
-//! non-empty or shut down.
+//! non-empty or shut down. A private queue syncs it after its own operations; a shared queue's
+//! watcher thread (`shared/watch.rs`) syncs it when another process's commit wakes it.
 //!
 //! Nothing exists until the first [`Poll::fd`]; until then the cost on every operation is one
 //! load of the `on` flag. Afterwards every operation that changed the queue calls
