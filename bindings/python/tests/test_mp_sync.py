@@ -521,3 +521,47 @@ def test_array_lock_pickles():
     with lock:
         v.value += 1
     assert v.value == 1
+
+
+# --- every shared object reaches children of every start method ------------------------------
+
+
+def _use_everything(lock, rlock, sem, event, cond, barrier, value, array, vlock, shared_dict, shared_list, done):
+    with lock, rlock, vlock:
+        value.value += 1
+        array[1] = 42
+    sem.release()
+    event.set()
+    with cond:
+        cond.notify_all()
+    shared_dict["child"] = os.getpid()
+    shared_list.append("from the child")
+    barrier.wait(JOIN_TIMEOUT)
+    done.put("done")
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_objects_in_the_default_space_reach_every_start_method(method):
+    """Objects in the default space (an anonymous mapping) given to a spawn or forkserver child
+    bring the space's descriptor with them, as queues do."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(method)
+    value = wmp.Value("i", 1)
+    array = wmp.Array("i", 3)
+    objs = (wmp.Lock(), wmp.RLock(), wmp.Semaphore(0), wmp.Event(), wmp.Condition(), wmp.Barrier(2),
+            value, array, value.get_lock(), wmp.Dict(), wmp.List(), wmp.Queue())
+    p = ctx.Process(target=_use_everything, args=objs)
+    p.start()
+    try:
+        assert objs[5].wait(JOIN_TIMEOUT) in (0, 1)
+        assert objs[-1].get(timeout=JOIN_TIMEOUT) == "done"
+        p.join(JOIN_TIMEOUT)
+        assert p.exitcode == 0
+        assert value.value == 2 and array[1] == 42
+        assert objs[2].acquire(timeout=0) and objs[3].is_set()
+        assert objs[9]["child"] == p.pid and list(objs[10]) == ["from the child"]
+    finally:
+        if p.exitcode is None:
+            p.kill()
+            p.join(JOIN_TIMEOUT)

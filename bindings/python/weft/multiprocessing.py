@@ -21,9 +21,13 @@ ctypes, living in weft's shared-memory spaces.
 of the same names and behave like them (``acquire(block=True, timeout=None)``, the same
 exceptions and messages). By default they are created in the process's *default space*, an
 anonymous shared mapping that children started with the ``fork`` start method inherit: an
-object created before the fork works in the child exactly like the original. (The ``spawn``
+object created before the fork works in the child exactly like the original. The ``spawn``
 and ``forkserver`` start methods start a fresh interpreter, which does not inherit the default
-space; use a named :class:`weft.spaces.Space` there.)
+space: an object given to such a child as a ``Process`` argument brings the space's descriptor
+with it (the child attaches the space before opening the object). An object sent to such a
+child later, through a queue or pipe, reaches it when the space was attached already (the
+child received some object of that space at its start) or is a named
+:class:`weft.spaces.Space`.
 
 What weft adds:
 
@@ -40,16 +44,15 @@ What weft adds:
 * **Tokens and pickling.** ``obj.token()`` is a short ``bytes`` naming the object;
   ``Cls.from_token(token)`` opens it in another process that can reach its space (a named space,
   or the default space in a forked child). Pickling uses tokens, so the objects may be sent to
-  a forked child through a ``multiprocessing.Queue`` or ``Pipe`` (Python's refuse). The sender
+  a child through a ``multiprocessing.Queue`` or ``Pipe`` (Python's refuse). The sender
   must keep its object alive until the receiver has unpickled it: a token does not hold the
   object, and once the last handle on an unnamed object is freed, its token is dead.
 * **Atomics.** Integer ``Value``/``Array`` items have lock-free ``load``, ``store``,
   ``fetch_add`` and ``compare_exchange``.
 * **Dict and List** (``Manager().dict()``/``list()`` without a manager process): shared
   containers of encoded keys and values (``codec="pickle"``, ``"bytes"``, ``"str"``).
-* **Queue, JoinableQueue, SimpleQueue** without a feeder thread (see :mod:`weft.queue`); they
-  also reach ``spawn`` and ``forkserver`` children, and ``codec="bytes"`` shares a named queue
-  with C.
+* **Queue, JoinableQueue, SimpleQueue** without a feeder thread (see :mod:`weft.queue`);
+  ``codec="bytes"`` shares a named queue with C.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from multiprocessing import util as _mp_util
 from threading import BrokenBarrierError
 from time import monotonic as _time
 
+from . import _spacefd
 from ._errors import WeftError, last_error_message
 from ._native import CONSTANTS, FOREVER, ffi, lib, managed
 from .spaces import Space, check, encode_name, opt_name, space_ptr
@@ -181,8 +185,16 @@ def _token_of(fn, ptr) -> bytes:
     return ffi.unpack(buf, n[0])
 
 
-def _rebuild(cls, token, *extra):
+def _rebuild(dupfd, cls, token, *extra):
+    if dupfd is not None:
+        _spacefd.attach(token, dupfd)
     return cls.from_token(token, *extra)
+
+
+def _reduce(obj, cls, token, *extra):
+    """``__reduce__`` of a shared object: its token (and, for the start of a spawn or
+    forkserver child, the descriptor of its anonymous space: see ``weft._spacefd``)."""
+    return (_rebuild, (_spacefd.for_child(obj._space, token), cls, token, *extra))
 
 
 class _Shared:
@@ -237,7 +249,7 @@ class _Shared:
         return _token_of(type(self)._token_fn, self._ptr)
 
     def __reduce__(self):
-        return (_rebuild, (type(self), self.token()))
+        return _reduce(self, type(self), self.token())
 
 
 def _init_named(obj, fn, *args, space, name):
@@ -658,7 +670,7 @@ class Barrier(_Shared):
         return self._token_cache
 
     def __reduce__(self):
-        return (_rebuild, (Barrier, self._token_cache, self._box.action if self._box else None, self._timeout))
+        return _reduce(self, Barrier, self._token_cache, self._box.action if self._box else None, self._timeout)
 
     def wait(self, timeout=None):
         """Waits for all parties; returns this party's arrival index (0 .. parties - 1)."""
@@ -785,13 +797,16 @@ class _ArrayLock:
         self.release()
 
     def __reduce__(self):
-        return (_lock_of, (_token_of(lib.weft_array_token, self._ptr),))
+        token = _token_of(lib.weft_array_token, self._ptr)
+        return (_lock_of, (_spacefd.for_child(None, token), token))
 
     def __repr__(self):
         return f"<weft.multiprocessing.Value/Array lock at {id(self):#x}>"
 
 
-def _lock_of(token):
+def _lock_of(dupfd, token):
+    if dupfd is not None:
+        _spacefd.attach(token, dupfd)
     return _Typed.from_token(token).get_lock()
 
 
@@ -869,7 +884,7 @@ class _Typed(_Shared):
     def __reduce__(self):
         pylock = self._guard if self._guard is not _NO_LOCK else None
         has_lock = pylock is None and self._lock is not None
-        return (_rebuild, (type(self), self.token(), pylock, self._code, has_lock))
+        return _reduce(self, type(self), self.token(), pylock, self._code, has_lock)
 
     # -- locking --
     def get_lock(self):
@@ -1274,7 +1289,7 @@ class _Container(_Shared):
         return obj
 
     def __reduce__(self):
-        return (_rebuild, (type(self), self.token(), self._codec_spec))
+        return _reduce(self, type(self), self.token(), self._codec_spec)
 
     def _len(self, fn):
         n = ffi.new("size_t *")

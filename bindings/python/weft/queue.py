@@ -60,10 +60,9 @@ import os
 import pickle as _pickle
 import queue as _stdqueue
 import types
-import weakref
-from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _mp_reduction
 
+from . import _spacefd
 from ._errors import error_for
 from ._native import CONSTANTS, FOREVER, ffi, lib, managed
 from .spaces import Space, check, encode_name, opt_name, space_ptr
@@ -533,69 +532,8 @@ class SimpleQueue(_NoPickle, _Base):
 
 # --- process-shared queues (weft.multiprocessing's Queue, JoinableQueue, SimpleQueue) -----
 
-# A child started by multiprocessing's spawn or forkserver method is a fresh interpreter that
-# does not have this process's default space (an anonymous mapping): a shared queue pickled for
-# such a child carries the space's descriptor too (multiprocessing.reduction.DupFd: passed with
-# the child's start), and the child attaches the space from it before opening the token.
-
-_default = None  # (pid, Space): a handle on the default space, for its descriptor
-_attached = {}  # space uid (token bytes 16..24) -> Space attached from a parent's descriptor
-_dupfds = weakref.WeakKeyDictionary()  # spawning Popen -> {fd: DupFd}: one DupFd per fd
-
-
-def _default_space():
-    global _default
-    pid = os.getpid()
-    if _default is None or _default[0] != pid:
-        _default = (pid, Space.default())
-    return _default[1]
-
-
-def _anonymous_uid(token):
-    """The space uid of a token for an object in an anonymous space; None for a named space
-    (the token carries the name) or a token format this binding does not know."""
-    if len(token) >= 40 and token[:4] == b"wftk" and token[4] == 1 and token[5] == 0:
-        return token[16:24]
-    return None
-
-
-def _fd_for_child(q, token):
-    """A DupFd of the anonymous space ``q`` lives in, when ``q`` is being pickled for the start
-    of a spawn or forkserver child; else None."""
-    popen = _mp_context.get_spawning_popen()
-    if popen is None:
-        return None
-    uid = _anonymous_uid(token)
-    if uid is None:
-        return None
-    space = q._space
-    if space is None or space.closed or space.name is not None:
-        space = _attached.get(uid) or _default_space()
-    fd = space.fd
-    memo = _dupfds.get(popen)
-    if memo is None:
-        memo = _dupfds[popen] = {}
-    df = memo.get(fd)
-    if df is None:
-        df = memo[fd] = _mp_reduction.DupFd(fd)
-    return df
-
-
-def _attach(token, dupfd):
-    uid = _anonymous_uid(token)
-    space = _attached.get(uid)
-    if space is None:
-        fd = dupfd.detach()
-        try:
-            space = Space.from_fd(fd)
-        finally:
-            os.close(fd)
-        _attached[uid] = space
-    return space
-
-
 def _rebuild_shared(cls, token, codec, dupfd=None):
-    space = _attach(token, dupfd) if dupfd is not None else None
+    space = _spacefd.attach(token, dupfd) if dupfd is not None else None
     return cls._open_with(lib.weft_queue_from_token, (bytes(token), len(token)), codec, space)
 
 
@@ -685,7 +623,7 @@ class _SharedQueue(_Base):
 
     def __reduce__(self):
         token = self.token()
-        return (_rebuild_shared, (type(self), token, self._codec_spec, _fd_for_child(self, token)))
+        return (_rebuild_shared, (type(self), token, self._codec_spec, _spacefd.for_child(self._space, token)))
 
     # -- multiprocessing.Queue's API --
 

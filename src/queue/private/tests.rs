@@ -814,3 +814,23 @@ fn throughput_against_crossbeam() {
         println!("round {round}: weft {:.1} M items/s, crossbeam {:.1} M items/s, ratio {:.2}", w / 1e6, c / 1e6, w / c);
     }
 }
+
+#[test]
+fn a_forked_child_syncs_a_descriptor_of_its_own() {
+    use crate::test_support::{fork_child, wait_child};
+    for q in all_kinds(false) {
+        q.put(b"x", 0, NOW).unwrap();
+        let fd = q.fd().unwrap();
+        assert!(readable(fd));
+        // The child empties its copy of the queue: its descriptor (same number) drains, the
+        // parent's must not.
+        let pid = fork_child(|| {
+            q.get(NOW).is_ok() && !readable(fd) && q.fd().ok() == Some(fd) && q.put(b"y", 0, NOW).is_ok() && readable(fd)
+        });
+        let status = wait_child(pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+        assert!(readable(fd), "the parent's descriptor still shows its item");
+        assert_eq!(q.get(NOW).unwrap(), b"x");
+        assert!(!readable(fd));
+    }
+}

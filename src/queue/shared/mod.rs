@@ -562,7 +562,7 @@ pub struct SharedQueue {
     spin_get: Spin,
     spin_put: Spin,
     /// The pollable descriptor's watcher, once `fd` was called.
-    watcher: std::sync::OnceLock<watch::Watcher>,
+    watcher: std::sync::Mutex<Option<watch::Watcher>>,
 }
 
 // The documented thread safety.
@@ -665,7 +665,7 @@ impl SharedQueue {
             m => m.min(ring / 8),
         } as u32;
         let opts = Options { kind, maxsize, max_bytes: ring, joinable: flags & FLAG_JOINABLE != 0 };
-        Ok(SharedQueue { r, opts, ring, cap, spin_get: Spin::new(), spin_put: Spin::new(), watcher: std::sync::OnceLock::new() })
+        Ok(SharedQueue { r, opts, ring, cap, spin_get: Spin::new(), spin_put: Spin::new(), watcher: std::sync::Mutex::new(None) })
     }
 
     /// The token designating this queue, for [`from_token`](Self::from_token) in another

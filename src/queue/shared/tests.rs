@@ -668,3 +668,54 @@ fn dead_lock_holders_are_repaired_silently() {
     assert_eq!(q.get(NEVER).unwrap(), b"next");
     assert!(!q.header().p_lock.locked() && !q.header().c_lock.locked());
 }
+
+/// Whether `fd` becomes readable within `ms` milliseconds.
+fn readable_within(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd on the stack.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r == 1 && p.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn fd_follows_puts_from_another_handle() {
+    let q = queue(0, 1024);
+    let fd = q.fd().unwrap();
+    assert!(!readable_within(fd, 0));
+    let other = SharedQueue::from_token(&q.token()).unwrap();
+    other.put(b"x", 0, NOW).unwrap();
+    assert!(readable_within(fd, 10_000), "the watcher saw the put");
+    other.get(NOW).unwrap();
+    for _ in 0..1000 {
+        if !readable_within(fd, 0) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!readable_within(fd, 0), "drained once the queue is empty");
+}
+
+#[test]
+fn a_forked_child_follows_the_queue_with_its_own_watcher() {
+    use crate::test_support::{fork_child, wait_child, SharedMap};
+    use std::sync::atomic::AtomicU32;
+    let q = queue(0, 1024);
+    let fd = q.fd().unwrap();
+    let keep = SharedQueue::from_token(&q.token()).unwrap();
+    let gate = SharedMap::new(AtomicU32::new(0));
+    let g = &gate;
+    let pid = fork_child(move || {
+        while g.get().load(Acquire) == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        // The parent's watcher (and its descriptor) are gone; the child's own must follow.
+        q.fd().ok() == Some(fd) && !readable_within(fd, 0) && q.put(b"child", 0, NOW).is_ok() && readable_within(fd, 10_000)
+    });
+    // The parent's only handle with a watcher is gone (dropped with the closure): its thread
+    // ends within a slice and closes the parent's descriptor.
+    thread::sleep(Duration::from_millis(300));
+    gate.get().store(1, Release);
+    let status = wait_child(pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    assert_eq!(keep.get(NOW).unwrap(), b"child");
+}

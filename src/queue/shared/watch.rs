@@ -8,9 +8,14 @@
 //! the queue's fast paths make one wake system call per change of emptiness, not per item.
 //! It sleeps in slices of at most [`SLICE_NS`], so it notices that its handle was dropped; it
 //! owns its own handle on the queue and a reference to the descriptor, and ends by itself.
+//!
+//! A forked child inherits the handle but not the thread: its next `fd` starts a thread of its
+//! own, on the same descriptor number, which the `Poll` points at an eventfd of the child's
+//! (see `queue/poll.rs`) — the parent's descriptor and thread are left alone.
 
 use super::{Cursor, SharedQueue, OPEN};
 use crate::queue::poll::Poll;
+use crate::space::liveness::generation;
 use crate::status::{Error, Result};
 use crate::time::Deadline;
 use std::os::fd::RawFd;
@@ -25,8 +30,10 @@ const SLICE_NS: u64 = 100_000_000;
 pub(super) struct Watcher {
     fd: RawFd,
     /// Keeps the eventfd open for the handle (the thread holds its own reference).
-    _poll: Arc<Poll>,
+    poll: Arc<Poll>,
     stop: Arc<AtomicBool>,
+    /// The fork generation whose thread follows the queue.
+    generation: u32,
 }
 
 impl Drop for Watcher {
@@ -40,8 +47,12 @@ impl Drop for Watcher {
 impl Watcher {
     /// Starts watching the queue `token` designates.
     pub(super) fn start(token: &[u8]) -> Result<Watcher> {
+        Self::start_on(token, Arc::new(Poll::default()))
+    }
+
+    /// Starts watching the queue `token` designates, keeping `poll` current.
+    fn start_on(token: &[u8], poll: Arc<Poll>) -> Result<Watcher> {
         let queue = SharedQueue::from_token(token)?;
-        let poll = Arc::new(Poll::default());
         let fd = poll.fd(|| readable(&queue))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (poll.clone(), stop.clone());
@@ -49,7 +60,12 @@ impl Watcher {
             .name("weft-queue-fd".into())
             .spawn(move || follow(&queue, &p, &s))
             .map_err(|e| Error::io("spawning the queue's watcher thread", &e))?;
-        Ok(Watcher { fd, _poll: poll, stop })
+        Ok(Watcher { fd, poll, stop, generation: generation() })
+    }
+
+    /// True when this watcher's thread runs in this process (false in a forked child).
+    fn here(&self) -> bool {
+        self.generation == generation()
     }
 
     /// The descriptor.
@@ -90,12 +106,15 @@ impl SharedQueue {
     ///
     /// Errors: `WEFT_OS_ERROR` (no descriptor or thread could be made).
     pub fn fd(&self) -> Result<RawFd> {
-        if let Some(w) = self.watcher.get() {
-            return Ok(w.fd());
-        }
-        let w = Watcher::start(&self.token())?;
-        // A racing call may have installed its own: keep the first (dropping ours stops it).
-        let _ = self.watcher.set(w);
-        self.watcher.get().map(Watcher::fd).ok_or_else(|| Error::new(crate::status::WEFT_OS_ERROR, "no watcher"))
+        let mut slot = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        let w = match slot.take() {
+            Some(w) if w.here() => w,
+            // Forked: a thread of this process, on the same descriptor number.
+            Some(w) => Watcher::start_on(&self.token(), w.poll.clone())?,
+            None => Watcher::start(&self.token())?,
+        };
+        let fd = w.fd();
+        *slot = Some(w);
+        Ok(fd)
     }
 }
