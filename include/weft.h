@@ -114,6 +114,64 @@
 #define WEFT_RUN_CHECK 1
 
 /**
+ * State of a future: created, not started (`weft_future_state`).
+ */
+#define WEFT_FUTURE_PENDING 0
+
+/**
+ * State of a future: a runner started it (`weft_future_set_running`, `weft_future_run`).
+ */
+#define WEFT_FUTURE_RUNNING 1
+
+/**
+ * State of a future: finished with result bytes. This and the states above it are final.
+ */
+#define WEFT_FUTURE_DONE 2
+
+/**
+ * State of a future: finished with a failure status and message (final).
+ */
+#define WEFT_FUTURE_FAILED 3
+
+/**
+ * State of a future: cancelled (final).
+ */
+#define WEFT_FUTURE_CANCELLED 4
+
+/**
+ * `weft_futures_wait` mode: return when every future is finished (Python's `ALL_COMPLETED`,
+ * the default).
+ */
+#define WEFT_ALL_COMPLETED 0
+
+/**
+ * `weft_futures_wait` mode: return when any future is finished (`FIRST_COMPLETED`).
+ */
+#define WEFT_FIRST_COMPLETED 1
+
+/**
+ * `weft_futures_wait` mode: return when any future fails (a cancelled one does not count),
+ * else when all are finished (`FIRST_EXCEPTION`).
+ */
+#define WEFT_FIRST_EXCEPTION 2
+
+/**
+ * Pool kind: worker threads of this process (`ThreadPoolExecutor`, `multiprocessing.dummy`).
+ */
+#define WEFT_POOL_THREADS 0
+
+/**
+ * Pool kind: worker processes (`ProcessPoolExecutor`, `multiprocessing.Pool`).
+ */
+#define WEFT_POOL_PROCESSES 1
+
+/**
+ * `weft_pool_imap` flag: deliver results as chunks finish instead of in item order
+ * (`imap_unordered`).
+ */
+#define WEFT_IMAP_UNORDERED 1
+
+/**
  * Start method: the process-wide default (forkserver unless `weft_process_set_start_method`
  * changed it).
  */
@@ -192,6 +250,12 @@
  * caller's invariants across items may be broken.
  */
 typedef struct weft_array weft_array;
+
+/**
+ * Python's `as_completed`: yields futures as they finish. Thread-safe: several threads may
+ * take from one.
+ */
+typedef struct weft_as_completed weft_as_completed;
 
 /**
  * A barrier for a fixed number of parties (Python's `threading.Barrier`, or
@@ -285,6 +349,30 @@ typedef struct weft_dict weft_dict;
 typedef struct weft_event weft_event;
 
 /**
+ * A future (Python's `concurrent.futures.Future`): the eventual outcome of a task — pending,
+ * running, then for good done (result bytes), failed (a status and a message) or cancelled.
+ * Pools hand them out; a program may also create one (`weft_future_new`) and complete it
+ * itself. Reference counted: `weft_future_ref` takes another reference to the same pointer,
+ * and each reference is given back with one `weft_future_free`; the future lives until the
+ * last one is. Thread-safe: any thread may complete, cancel, wait for and read it.
+ */
+typedef struct weft_future weft_future;
+
+/**
+ * A task group (asyncio's `TaskGroup`, for futures): the first member that fails cancels every
+ * other member — pending ones at once, running ones by a cancel request — and every member
+ * added later; `weft_group_wait` waits for all and reports that first failure. A cancelled
+ * member is not a failure. Thread-safe.
+ */
+typedef struct weft_group weft_group;
+
+/**
+ * A lazy map in progress (`weft_pool_imap`). Not thread-safe: one thread at a time calls
+ * `weft_imap_next` (a lock serialises callers).
+ */
+typedef struct weft_imap weft_imap;
+
+/**
  * A list of byte strings living in a space (Python's `Manager().list()`, without a manager
  * process). Indices follow Python: negative ones count from the end; `insert` clamps. Items
  * are copied in and out, may be empty and up to 1 GiB.
@@ -319,6 +407,12 @@ typedef struct weft_local weft_local;
  * Waiters notice a dead holder within about 50 ms.
  */
 typedef struct weft_lock weft_lock;
+
+/**
+ * A pool of workers running `weft_task_fn` tasks. Thread-safe: any thread may submit, map,
+ * wait or shut down. Several independent pools may exist in one process.
+ */
+typedef struct weft_pool weft_pool;
 
 /**
  * A child process. Thread-safe: any thread may join, poll or signal it. Free with
@@ -463,16 +557,80 @@ typedef struct {
 typedef bool (*weft_predicate)(void *ctx);
 
 /**
- * Destroys a thread's non-NULL value.
- */
-typedef void (*weft_destructor)(void *value);
-
-/**
  * The one task signature of weft: the same function runs on a thread, in a pool or in a
  * child process. Return `WEFT_OK` for success (after `weft_call_set_result`, optionally) or
  * any other status for failure (after `weft_call_set_error`, optionally).
  */
 typedef weft_status (*weft_task_fn)(weft_call *call);
+
+/**
+ * A done callback: `future` is borrowed for the duration of the call (take a reference with
+ * `weft_future_ref` to keep it; do not free it), `ctx` the pointer given with the callback.
+ */
+typedef void (*weft_future_callback)(weft_future *future, void *ctx);
+
+/**
+ * Options for `weft_pool_new`. Zero-initialise (`weft_pool_options o = {0};`) and set what
+ * you need; NULL options mean a thread pool with one worker per usable CPU.
+ */
+typedef struct {
+    /**
+     * `WEFT_POOL_THREADS` (0) or `WEFT_POOL_PROCESSES`.
+     */
+    uint32_t kind;
+    /**
+     * Number of workers; 0 = the usable CPU count (affinity and cgroup quota).
+     */
+    uint32_t workers;
+    /**
+     * Process pools: `WEFT_START_*` (0: the process-wide default start method). Forkserver
+     * and spawn workers find task functions by their object file and symbol (see
+     * `weft_process_start`): functions generated at run time need the fork method.
+     */
+    uint32_t start_method;
+    /**
+     * Process pools: how many more times a task whose worker died runs again on another
+     * worker; 0: its future fails with WEFT_WORKER_DIED at once.
+     */
+    uint32_t retries;
+    /**
+     * Tasks a worker runs before a fresh worker replaces it (Python's `maxtasksperchild`);
+     * 0 = no limit.
+     */
+    uint64_t max_tasks_per_worker;
+    /**
+     * Run once by each worker before its first task (Python's `initializer`), with
+     * `initializer_arg`; state it builds (thread-locals, globals of a worker process) stays
+     * in the worker. A failure breaks the pool: queued and later tasks fail with the
+     * initializer's status and message. NULL: none.
+     */
+    weft_task_fn initializer;
+    /**
+     * The initializer's argument bytes (copied); NULL with length 0 for none.
+     */
+    const void *initializer_arg;
+    /**
+     * Length of `initializer_arg`.
+     */
+    size_t initializer_arg_len;
+    /**
+     * Must be zero.
+     */
+    uint64_t reserved[4];
+} weft_pool_options;
+
+/**
+ * Gives the next input item of an imap: return WEFT_OK with `*item` / `*len` set (the bytes
+ * are copied before the next call), WEFT_CLOSED at the end of the input, or any other status
+ * to end the input with that failure (see `weft_imap_next`). Called only on the thread that
+ * calls `weft_imap_next`, from inside that call.
+ */
+typedef weft_status (*weft_next_fn)(void *ctx, const void **item, size_t *len);
+
+/**
+ * Destroys a thread's non-NULL value.
+ */
+typedef void (*weft_destructor)(void *value);
 
 /**
  * Options for `weft_process_start`. Zero-initialise (`weft_process_options o = {0};`) and set
@@ -1640,6 +1798,272 @@ weft_status weft_event_token(const weft_event *event, void *buf, size_t cap, siz
 weft_status weft_event_from_token(const void *token, size_t len, weft_event **out);
 
 /**
+ * Creates a pending future in `*out` (one reference; free with `weft_future_free`), for a
+ * program that completes it itself. Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+weft_status weft_future_new(weft_future **out);
+
+/**
+ * Takes one more reference to the future (the pointer stays the same); give it back with
+ * `weft_future_free`. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (not a live future).
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft on which the caller holds a reference.
+ */
+weft_status weft_future_ref(weft_future *future);
+
+/**
+ * Gives back one reference; the last one frees the future (and closes its descriptor). A
+ * pending future freed by everybody never runs its callbacks. NULL is a no-op; a pointer that
+ * is not a live future is reported in the last-error message and otherwise ignored.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft on which the caller holds a reference, not used
+ * afterwards through that reference.
+ */
+void weft_future_free(weft_future *future);
+
+/**
+ * The future's state: WEFT_FUTURE_PENDING, _RUNNING, _DONE, _FAILED or _CANCELLED (those from
+ * WEFT_FUTURE_DONE up are final and never change). -1 for NULL or an invalid handle (with the
+ * last-error message set). Does not wait.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft.
+ */
+int32_t weft_future_state(const weft_future *future);
+
+/**
+ * Python's `set_running_or_notify_cancel`, for a program that runs the future's work itself:
+ * marks a pending future running and returns WEFT_OK (run the work, then complete the
+ * future); returns WEFT_CANCELLED when the future was cancelled (do not run the work).
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT, WEFT_INVALID_STATE (already running,
+ * being completed, or finished).
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft.
+ */
+weft_status weft_future_set_running(weft_future *future);
+
+/**
+ * Finishes the future with a copy of `data[0..len]` as its result, wakes its waiters and runs
+ * its callbacks (on the calling thread, before returning). A pending or running future may be
+ * completed. Errors: WEFT_NULL_ARGUMENT (`data` NULL with len > 0), WEFT_INVALID_ARGUMENT,
+ * WEFT_INVALID_STATE (already finished, cancelled, or being completed).
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `data` must point at `len` readable bytes.
+ */
+weft_status weft_future_set_result(weft_future *future, const void *data, size_t len);
+
+/**
+ * Finishes the future as failed with `status` and a copy of `message` (NULL: a message naming
+ * the status), wakes its waiters and runs its callbacks. `status` is the failure's own code,
+ * which `weft_future_result` returns later (any value but WEFT_OK; a weft code keeps
+ * `weft_status_name` meaningful). Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (status
+ * WEFT_OK, message not UTF-8), WEFT_INVALID_STATE (already finished, cancelled, or being
+ * completed).
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `message` NULL or a NUL-terminated string.
+ */
+weft_status weft_future_set_failure(weft_future *future, weft_status status, const char *message);
+
+/**
+ * Python's `cancel`. A pending future becomes cancelled: its waiters wake (with
+ * WEFT_CANCELLED) and its callbacks run on the calling thread; `*cancelled` (when `cancelled`
+ * is not NULL) receives true, as it does for a future cancelled before. A running future
+ * cannot be cancelled: it receives a cooperative cancel request (its task sees
+ * `weft_call_cancelled`, its runner `weft_future_cancel_requested`) and `*cancelled` receives
+ * false, as for a finished future. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `cancelled` NULL or writable.
+ */
+weft_status weft_future_cancel(weft_future *future, bool *cancelled);
+
+/**
+ * True once a cancel was requested while the future was running (for runners that do not use
+ * `weft_future_run`). False for NULL or an invalid handle.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft.
+ */
+bool weft_future_cancel_requested(const weft_future *future);
+
+/**
+ * Runs `task` for the future on the calling thread, as a pool worker does: marks the future
+ * running, calls the task with `arg[0..arg_len]` as its argument (not copied; the task's
+ * `weft_call_cancelled` turns true when the future is cancelled while it runs), and completes
+ * the future with the outcome: the result bytes (WEFT_OK), the failure (other statuses), or
+ * cancelled when the task returned WEFT_CANCELLED after a cancel request. Returns WEFT_OK once
+ * the task ran, whatever its outcome. Errors: WEFT_NULL_ARGUMENT (`task`, or `arg` NULL with arg_len > 0),
+ * WEFT_INVALID_ARGUMENT, WEFT_CANCELLED (the future was cancelled: the task did not run),
+ * WEFT_INVALID_STATE (already running or finished).
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `arg` must point at `arg_len` readable bytes.
+ */
+weft_status weft_future_run(weft_future *future, weft_task_fn task, const void *arg, size_t arg_len);
+
+/**
+ * Waits up to `timeout_ns` for the future and gives its result bytes: `*data` (NULL for an
+ * empty result) and `*len`, when not NULL. The bytes are borrowed: they never change and stay
+ * valid while the caller holds a reference to the future. Timeout 0 checks once (like
+ * Python's `result(timeout=0)`, it gives WEFT_TIMEOUT, not WEFT_WOULD_BLOCK); WEFT_FOREVER
+ * waits forever. Errors: the failure's own status for a failed future, with its message in
+ * `weft_last_error_message`; WEFT_CANCELLED (the future was cancelled, or the calling weft
+ * thread was asked to cancel — the message tells which); WEFT_TIMEOUT; WEFT_NULL_ARGUMENT;
+ * WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `data` and `len` NULL or writable.
+ */
+weft_status weft_future_result(weft_future *future, uint64_t timeout_ns, const void **data, size_t *len);
+
+/**
+ * Python's `exception`: waits up to `timeout_ns` for the future, then `*status` receives
+ * WEFT_OK for a future that succeeded, or the failure status of a failed one; `*message`
+ * (when `message` is not NULL) its failure message ("" on success), borrowed like result
+ * bytes: valid while the caller holds a reference. Timeout 0 checks once. Errors:
+ * WEFT_CANCELLED (the future was cancelled, or the calling weft thread was asked to cancel),
+ * WEFT_TIMEOUT, WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `status` writable; `message` NULL or writable.
+ */
+weft_status weft_future_exception(weft_future *future, uint64_t timeout_ns, weft_status *status, const char **message);
+
+/**
+ * Python's `add_done_callback`: `cb(future, ctx)` runs exactly once — at once, on the calling
+ * thread, when the future is already finished (done, failed or cancelled); otherwise on the
+ * thread that finishes it (the completer, the canceller), after the final state is visible to
+ * every thread. Callbacks run in the order they were added, outside any weft lock, and may
+ * call any weft function (including on this future), but should be short: they hold up the
+ * completing thread. Errors: WEFT_NULL_ARGUMENT (`future` or `cb`), WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `cb` must be callable with `ctx` from any
+ * thread until it has run.
+ */
+weft_status weft_future_add_done_callback(weft_future *future, weft_future_callback cb, void *ctx);
+
+/**
+ * Writes a descriptor to `*fd` that becomes readable (POLLIN), and stays so, once the future
+ * is finished, for epoll, libuv, GLib or asyncio. Created on the first call; owned by the
+ * future (do not close it, do not read it) and closed when its last reference is freed.
+ * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT, WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `future` must be NULL or a handle from weft; `fd` writable.
+ */
+weft_status weft_future_fd(weft_future *future, int *fd);
+
+/**
+ * Python's `concurrent.futures.wait`: waits up to `timeout_ns` until `mode` holds for the `n`
+ * futures of `fs` — WEFT_ALL_COMPLETED (all finished), WEFT_FIRST_COMPLETED (any finished) or
+ * WEFT_FIRST_EXCEPTION (any failed, else all finished). Then `done[i]` (when `done` is not
+ * NULL; room for `n`) tells whether `fs[i]` was finished (done, failed or cancelled) and
+ * `*ndone` (when not NULL) how many were. Waiting sleeps until a completion satisfies the
+ * mode (no polling). `fs` may be NULL when `n` is 0, which returns WEFT_OK at once; a future
+ * may be given more than once. Timeout 0 checks once. On WEFT_TIMEOUT nothing is written: see
+ * `weft_future_state` for which finished. Errors: WEFT_TIMEOUT, WEFT_CANCELLED (the calling
+ * weft thread was asked to cancel), WEFT_NULL_ARGUMENT (`fs` NULL with n > 0, or a NULL
+ * entry), WEFT_INVALID_ARGUMENT (bad mode or handle).
+ *
+ * # Safety
+ * `fs` must point at `n` handles from weft (or be NULL with n 0); `done` NULL or room for
+ * `n` bools; `ndone` NULL or writable.
+ */
+weft_status weft_futures_wait(weft_future *const *fs, size_t n, uint64_t timeout_ns, int mode, bool *done, size_t *ndone);
+
+/**
+ * Starts watching the `n` futures of `fs` (taking references to them) in `*out`; free with
+ * `weft_as_completed_free`. `weft_as_completed_next` gives first the futures already finished
+ * now, in the order of `fs`, then the others as they finish. A future given twice is yielded
+ * once. `fs` may be NULL when `n` is 0. Errors: WEFT_NULL_ARGUMENT (`out`, `fs` NULL with n > 0,
+ * or a NULL entry), WEFT_INVALID_ARGUMENT (a bad handle).
+ *
+ * # Safety
+ * `fs` must point at `n` handles from weft (or be NULL with n 0); `out` writable.
+ */
+weft_status weft_as_completed_new(weft_future *const *fs, size_t n, weft_as_completed **out);
+
+/**
+ * The next finished future in `*out` (a new reference: free it with `weft_future_free`),
+ * waiting up to `timeout_ns` (0 checks once, WEFT_FOREVER waits). Errors: WEFT_CLOSED (every
+ * future was yielded), WEFT_TIMEOUT (none finished in time), WEFT_CANCELLED (the calling weft
+ * thread was asked to cancel), WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `ac` must be NULL or a handle from weft; `out` writable.
+ */
+weft_status weft_as_completed_next(weft_as_completed *ac, uint64_t timeout_ns, weft_future **out);
+
+/**
+ * Frees the iterator and its references to the futures (the futures themselves are not
+ * affected). NULL is a no-op.
+ *
+ * # Safety
+ * `ac` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_as_completed_free(weft_as_completed *ac);
+
+/**
+ * Creates an empty group in `*out` (free with `weft_group_free`). Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+weft_status weft_group_new(weft_group **out);
+
+/**
+ * Adds `future` to the group (the group takes its own reference until the future finishes;
+ * the caller keeps its own). A member already failed when added counts as the group's failure
+ * if it is the first; after a failure or `weft_group_cancel` the new member is cancelled at
+ * once. Adding an unfinished member again does nothing. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `group` and `future` must be NULL or handles from weft.
+ */
+weft_status weft_group_add(weft_group *group, weft_future *future);
+
+/**
+ * Waits up to `timeout_ns` until every member has finished, then returns WEFT_OK, or the
+ * first failure's own status with its message in `weft_last_error_message`, or WEFT_CANCELLED
+ * when the group was cancelled and no member failed. Timeout 0 checks once. Errors besides:
+ * WEFT_TIMEOUT (members still unfinished), WEFT_CANCELLED (also: the calling weft thread was
+ * asked to cancel), WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `group` must be NULL or a handle from weft.
+ */
+weft_status weft_group_wait(weft_group *group, uint64_t timeout_ns);
+
+/**
+ * Cancels every unfinished member (running ones receive a cancel request) and every member
+ * added later; `weft_group_wait` then returns WEFT_CANCELLED unless a member failed. Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT.
+ *
+ * # Safety
+ * `group` must be NULL or a handle from weft.
+ */
+weft_status weft_group_cancel(weft_group *group);
+
+/**
+ * Frees the group handle. Unfinished members are not cancelled and keep running; the group's
+ * references to them are given back. NULL is a no-op.
+ *
+ * # Safety
+ * `group` must be NULL or a handle from weft, not used afterwards.
+ */
+void weft_group_free(weft_group *group);
+
+/**
  * Creates an empty shared list in `space` (NULL: the default space), named `name` (NULL:
  * unnamed). Errors: as `weft_dict_new_in`.
  *
@@ -1990,6 +2414,177 @@ void weft_listener_free(weft_listener *l);
  * readable bytes; `out` NULL or writable.
  */
 weft_status weft_client_connect(const char *address, const void *authkey, size_t authkey_len, uint64_t timeout_ns, weft_connection **out);
+
+/**
+ * Starts a pool in `*out`; free it with `weft_pool_free`. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_ARGUMENT (unknown kind or start method, nonzero reserved field, an initializer
+ * that forkserver/spawn workers cannot find), WEFT_OS_ERROR (a worker could not start),
+ * WEFT_NO_MEMORY.
+ *
+ * # Safety
+ * `options` NULL or a valid struct; `out` writable.
+ */
+weft_status weft_pool_new(const weft_pool_options *options, weft_pool **out);
+
+/**
+ * Submits `task` with a copy of `arg` (`len` bytes) and gives its future in `*out` (free it with
+ * `weft_future_free`; freeing it does not cancel the task). Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_CLOSED (the pool was closed or shut down), the initializer's failure (a broken pool),
+ * WEFT_INVALID_STATE (a pool used in a forked child: its workers are the parent's),
+ * WEFT_NO_MEMORY.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft; `arg` `len` readable bytes (or NULL with 0); `out`
+ * writable.
+ */
+weft_status weft_pool_submit(weft_pool *pool, weft_task_fn task, const void *arg, size_t len, weft_future **out);
+
+/**
+ * Runs `task` on a worker and waits up to `timeout_ns` for it (Python's `Pool.apply`): WEFT_OK
+ * with its result bytes in `*result` (when not NULL; free with `weft_bytes_free`), or the
+ * task's failure as WEFT_TASK_FAILED (the message names the task's status and message),
+ * WEFT_WORKER_DIED, WEFT_CANCELLED. A timeout (WEFT_TIMEOUT) leaves the task running. Other
+ * errors: as `weft_pool_submit`.
+ *
+ * # Safety
+ * As `weft_pool_submit`; `result` NULL or writable.
+ */
+weft_status weft_pool_apply(weft_pool *pool, weft_task_fn task, const void *arg, size_t len, uint64_t timeout_ns, weft_bytes **result);
+
+/**
+ * Python's `Pool.map_async`: runs `task` on each of the `count` items of the array `items`
+ * (each `item_size` bytes, copied), `chunksize` items per task (0 chooses: about four chunks
+ * per worker), and gives in `*out` a future whose result is every item's result bytes in
+ * item order, packed as `weft_queue_get_many` packs items (for each its length as a
+ * native-endian `uint64_t`, then its bytes). When an item fails, the future fails with that
+ * item's status and a message naming the item (the first failed item in item order).
+ * Cancelling the future cancels the chunks not yet started. Errors: as `weft_pool_submit`;
+ * WEFT_INVALID_ARGUMENT (`item_size` 0 with items, size overflow).
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft; `items` `count * item_size` readable bytes (or NULL with
+ * count 0); `out` writable.
+ */
+weft_status weft_pool_map_async(weft_pool *pool, weft_task_fn task, const void *items, size_t item_size, size_t count, size_t chunksize, weft_future **out);
+
+/**
+ * Python's `Pool.map`: `weft_pool_map_async`, then waits up to `timeout_ns` and gives the
+ * packed results in `*results` (free with `weft_bytes_free`). An item's failure gives
+ * WEFT_TASK_FAILED (the message names the item, its status and message), WEFT_WORKER_DIED or
+ * WEFT_CANCELLED. A timeout (WEFT_TIMEOUT) leaves the map running. Other errors: as
+ * `weft_pool_map_async`.
+ *
+ * # Safety
+ * As `weft_pool_map_async`; `results` writable.
+ */
+weft_status weft_pool_map(weft_pool *pool, weft_task_fn task, const void *items, size_t item_size, size_t count, size_t chunksize, uint64_t timeout_ns, weft_bytes **results);
+
+/**
+ * Python's `Pool.imap` / `imap_unordered`: a lazy map of `task` over the items `next(ctx)`
+ * gives, `chunksize` items per task (0 = 1), with at most `max_chunks` chunks in flight (0 =
+ * twice the workers) — the input is read only as results are taken, so an endless input
+ * works. With `WEFT_IMAP_UNORDERED` in `flags`, results come as chunks finish. Take the
+ * results with `weft_imap_next`; free with `weft_imap_free` (which cancels the chunks not yet
+ * started). Nothing is read or submitted until the first `weft_imap_next`. Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT (unknown flags).
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft; `next` a valid callback and `ctx` valid for it until
+ * `weft_imap_free`; `out` writable.
+ */
+weft_status weft_pool_imap(weft_pool *pool, weft_task_fn task, weft_next_fn next, void *ctx, size_t chunksize, size_t max_chunks, uint32_t flags, weft_imap **out);
+
+/**
+ * The next result of an imap, waiting up to `timeout_ns`: WEFT_OK with the item's result
+ * bytes in `*result` (when not NULL; free with `weft_bytes_free`); WEFT_TASK_FAILED for an
+ * item that failed (the message names its status and message; the next call goes on with the
+ * following item); WEFT_WORKER_DIED; WEFT_CLOSED once every result was taken; WEFT_TIMEOUT /
+ * WEFT_WOULD_BLOCK (nothing finished in time; call again); WEFT_CANCELLED. When the input
+ * callback fails, its status comes after the results of the items before it, with the message
+ * "the imap's input callback failed".
+ *
+ * # Safety
+ * `it` NULL or a handle from weft; `result` NULL or writable.
+ */
+weft_status weft_imap_next(weft_imap *it, uint64_t timeout_ns, weft_bytes **result);
+
+/**
+ * Frees an imap: chunks not yet started are cancelled (running ones finish, their results are
+ * dropped). NULL is a no-op.
+ *
+ * # Safety
+ * `it` NULL or a handle from weft, not used afterwards.
+ */
+void weft_imap_free(weft_imap *it);
+
+/**
+ * The number of workers the pool keeps. Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft; `n` writable.
+ */
+weft_status weft_pool_workers(const weft_pool *pool, size_t *n);
+
+/**
+ * Changes the number of workers while the pool runs (0 = the usable CPU count): new workers
+ * start at once; surplus ones leave after their current task. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_CLOSED (closed pool), WEFT_OS_ERROR.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft.
+ */
+weft_status weft_pool_set_workers(weft_pool *pool, size_t n);
+
+/**
+ * Python's `Pool.close`: the pool takes no more tasks (WEFT_CLOSED); queued tasks still run,
+ * then the workers leave. Errors: WEFT_NULL_ARGUMENT.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft.
+ */
+weft_status weft_pool_close(weft_pool *pool);
+
+/**
+ * Python's `Pool.join`: waits up to `timeout_ns` until every worker has left. Errors:
+ * WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (the pool is still open: close, terminate or shut
+ * it down first), WEFT_TIMEOUT, WEFT_CANCELLED.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft.
+ */
+weft_status weft_pool_join(weft_pool *pool, uint64_t timeout_ns);
+
+/**
+ * Python's `Executor.shutdown(wait, cancel_futures)`: the pool takes no more tasks; with
+ * `cancel_pending`, queued tasks are cancelled (their futures complete as cancelled, waking
+ * every waiter and as_completed iterator); with `wait`, waits up to `timeout_ns` for the
+ * workers to leave. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT, WEFT_CANCELLED.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft.
+ */
+weft_status weft_pool_shutdown(weft_pool *pool, bool wait, bool cancel_pending, uint64_t timeout_ns);
+
+/**
+ * Python's `Pool.terminate`: cancels queued tasks, asks running ones to cancel (they see
+ * `weft_call_cancelled`, and weft waits inside them end with WEFT_CANCELLED), and waits up to
+ * `timeout_ns` for the workers to leave. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT,
+ * WEFT_CANCELLED.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft.
+ */
+weft_status weft_pool_terminate(weft_pool *pool, uint64_t timeout_ns);
+
+/**
+ * Frees the handle. A pool still open is closed: queued tasks still run and their futures
+ * complete; the workers leave once the queue is empty (free does not wait; use
+ * `weft_pool_shutdown` or `weft_pool_join` to wait). NULL is a no-op.
+ *
+ * # Safety
+ * `pool` NULL or a handle from weft, not used afterwards.
+ */
+void weft_pool_free(weft_pool *pool);
 
 /**
  * Creates a slot in `*out`. `destructor` (may be NULL) is called with each non-NULL value

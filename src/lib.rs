@@ -10,6 +10,8 @@
 //! - [`thread`]: threads, names, daemon flag, thread-locals, cancellation, failure hook
 //! - [`call`]: the context a task receives
 //! - [`fd`]: descriptors: pipes, socket pairs, polling with deadlines, descriptor passing
+//! - [`future`]: futures, done callbacks, wait, as_completed, task groups
+//! - [`pool`]: thread pools: submit, map, imap, close/join/terminate, resizing
 //! - [`process`]: child processes (fork, forkserver, spawn), tracked by pidfd
 //! - [`pipe`]: connections: framed messages over sockets, listener and client
 //! - [`command`]: running external programs (subprocess)
@@ -21,7 +23,9 @@ pub mod call;
 pub mod command;
 pub mod fd;
 pub mod futex;
+pub mod future;
 pub mod pipe;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod reap;

@@ -144,6 +144,18 @@ unsafe fn start_task(
     publish(weft_process { tag: Tag::of::<weft_process>(), process: p }, out)
 }
 
+/// The start method for a `WEFT_START_*` constant (`WEFT_START_DEFAULT`: the process-wide
+/// default). Errors: WEFT_INVALID_ARGUMENT.
+pub(crate) fn start_method(code: u32) -> crate::status::Result<StartMethod> {
+    match code {
+        WEFT_START_DEFAULT => Ok(StartMethod::default_method()),
+        WEFT_START_FORK => Ok(StartMethod::Fork),
+        WEFT_START_FORKSERVER => Ok(StartMethod::ForkServer),
+        WEFT_START_SPAWN => Ok(StartMethod::Spawn),
+        m => Err(Error::invalid(format!("unknown start method {m}"))),
+    }
+}
+
 /// # Safety
 /// `options` NULL or a valid struct whose pointers are valid.
 unsafe fn read_options(options: *const weft_process_options) -> crate::status::Result<process::Options> {
@@ -158,13 +170,7 @@ unsafe fn read_options(options: *const weft_process_options) -> crate::status::R
     }
     // SAFETY: forwarded contract.
     opts.name = unsafe { super::opt_str(o.name, "options.name") }?;
-    opts.method = match o.start_method {
-        WEFT_START_DEFAULT => None,
-        WEFT_START_FORK => Some(StartMethod::Fork),
-        WEFT_START_FORKSERVER => Some(StartMethod::ForkServer),
-        WEFT_START_SPAWN => Some(StartMethod::Spawn),
-        m => return Err(Error::invalid(format!("unknown start method {m}"))),
-    };
+    opts.method = (o.start_method != WEFT_START_DEFAULT).then(|| start_method(o.start_method)).transpose()?;
     opts.daemon = o.daemon;
     if o.fd_count > 200 {
         return Err(Error::invalid(format!("at most 200 descriptors may be passed, got {}", o.fd_count)));

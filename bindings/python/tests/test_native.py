@@ -55,8 +55,10 @@ def test_constants():
     assert weft.lib.WEFT_OK == 0
     statuses = {k: v for k, v in _native.CONSTANTS.items() if re.fullmatch(r"WEFT_[A-Z_]+", k)}
     statuses = {k: v for k, v in statuses.items() if k not in ("WEFT_FOREVER", "WEFT_THREAD_OS_NAME_MAX", "WEFT_TOKEN_MAX")}
-    # Constants that are not statuses: versions, stdio modes, run flags, start methods.
-    not_status = ("WEFT_VERSION", "WEFT_STDIO_", "WEFT_RUN_", "WEFT_START_", "WEFT_QUEUE_")
+    # Constants that are not statuses: versions, stdio modes, run flags, start methods, queue
+    # kinds, future states and wait modes.
+    not_status = ("WEFT_VERSION", "WEFT_STDIO_", "WEFT_RUN_", "WEFT_START_", "WEFT_QUEUE_", "WEFT_FUTURE_",
+                  "WEFT_ALL_COMPLETED", "WEFT_FIRST_")
     statuses = {k: v for k, v in statuses.items() if not k.startswith(not_status)}
     assert len(statuses) >= 22
     for name, value in statuses.items():

@@ -36,7 +36,7 @@ mod ring;
 mod shim;
 #[cfg(test)]
 mod tests;
-mod wait;
+pub(crate) mod wait;
 
 use crate::queue::{Filled, Kind, Options};
 use crate::status::{Error, Result, WEFT_INVALID_STATE, WEFT_NO_MEMORY};

@@ -1,0 +1,531 @@
+//! Process workers: Python's `ProcessPoolExecutor` and `multiprocessing.Pool`, which survive
+//! a worker that is killed, crashes or exits in the middle of a task.
+//!
+//! # Transport
+//!
+//! Each worker has its own task queue, and all of them answer on one result queue: shared
+//! FIFO queues in the default space (so workers of every start method reach them), with no
+//! feeder thread. The parent dispatches: a submit puts the task straight into the queue of the
+//! worker with the fewest unanswered tasks, while that worker has fewer than [`WINDOW`];
+//! other tasks wait in the parent until answers come back. A collector thread takes the
+//! answers in batches, completes the futures, and refills the workers' queues.
+//!
+//! Task functions travel once per worker: the first task for a function is preceded by a
+//! define record (the address for fork workers, the object file and offset for forkserver and
+//! spawn ones, see `process::target`); tasks then name a slot.
+//!
+//! # Crash healing
+//!
+//! A worker takes one record at a time and answers each task before taking the next, so when
+//! it dies the parent knows what it was doing. The parent keeps, per worker, the records sent
+//! and not yet answered, in order. The collector watches every worker's process (polling each
+//! slice); when one ends, it first takes every answer already committed to the result queue,
+//! then counts the records still in the dead worker's task queue (a committed count: a worker
+//! killed in the middle of a get never took the record). Of the unanswered records, those the
+//! worker had taken — at most one task — are what it was running: that future fails with
+//! `WEFT_WORKER_DIED` (naming the pid and the signal or exit code), or runs again elsewhere
+//! while the pool's retry budget allows. The records it had not taken go back to the front of
+//! the parent's queue, in order. A replacement worker starts with a fresh task queue. A worker
+//! that leaves after `max_tasks` tasks is replaced the same way, with nothing lost.
+//!
+//! Workers are daemons: each dies with the parent, however the parent ends.
+
+use super::job::Job;
+use super::records::{self, Target};
+use super::worker::{pool_worker, Boot};
+use super::{Options, PoolState};
+use crate::call::Outcome;
+use crate::process::{self, Process, StartMethod};
+use crate::queue::shared::SharedQueue;
+use crate::queue::{Kind, Options as QueueOptions};
+use crate::status::{Error, Result, WEFT_CANCELLED, WEFT_CLOSED, WEFT_INVALID_STATE, WEFT_OK, WEFT_TIMEOUT, WEFT_WORKER_DIED};
+use crate::time::Deadline;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Most unanswered tasks one worker holds.
+const WINDOW: usize = 64;
+/// Bytes of a worker's task queue (the largest task argument it takes).
+const TASK_QUEUE_BYTES: u64 = 1 << 20;
+/// Bytes of the result queue (the largest result it takes).
+const RESULT_QUEUE_BYTES: u64 = 4 << 20;
+/// How often the collector checks the workers' processes when answers keep coming.
+const CHECK_NS: u64 = 10_000_000;
+/// Answers the collector takes at once.
+const BATCH: usize = 256;
+
+static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
+
+/// A task the parent holds until it is answered.
+struct Held {
+    job: Job,
+    slot: u32,
+    /// Runs so far that ended with the worker's death.
+    deaths: u32,
+}
+
+/// One record sent to a worker and not yet answered: a task id, or `None` for a define.
+type Sent = Option<u64>;
+
+struct Worker {
+    index: u32,
+    process: Arc<Process>,
+    tasks: SharedQueue,
+    sent: VecDeque<Sent>,
+    /// Unanswered tasks (the `Some` entries of `sent`).
+    load: usize,
+    defined: Vec<bool>,
+    /// Tasks this worker may still be sent (`max_tasks`), or `u64::MAX`.
+    quota: u64,
+}
+
+struct State {
+    state: PoolState,
+    target: usize,
+    workers: Vec<Worker>,
+    next_index: u32,
+    /// Tasks not yet sent, in order.
+    pending: VecDeque<Held>,
+    /// Tasks sent and not yet answered, by id.
+    in_flight: HashMap<u64, Held>,
+    next_id: u64,
+    /// Function slots, by address.
+    slots: HashMap<usize, u32>,
+    targets: Vec<Target>,
+    broken: Option<Error>,
+    /// Set once the collector has left (after every worker).
+    collector_done: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when workers leave or the collector ends.
+    changed: Condvar,
+    results: SharedQueue,
+    opts: Options,
+    method: StartMethod,
+    pool_id: u64,
+    stop: AtomicBool,
+}
+
+/// A pool of worker processes.
+pub(crate) struct Processes {
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot_of(&self, s: &mut State, func: crate::process::child::TaskFn) -> Result<u32> {
+        let addr = func as usize;
+        if let Some(&slot) = s.slots.get(&addr) {
+            return Ok(slot);
+        }
+        let target = match self.method {
+            StartMethod::Fork => Target::Address(addr as u64),
+            _ => Target::Located(crate::process::target::locate(addr)?),
+        };
+        let slot = s.targets.len() as u32;
+        s.targets.push(target);
+        s.slots.insert(addr, slot);
+        Ok(slot)
+    }
+
+    /// Starts one worker, on the (empty) task queue of a worker that ended when there is one:
+    /// a worker killed while it held its reference leaves the queue allocated in the space,
+    /// so queues are reused rather than leaked once per death.
+    fn start_worker(&self, s: &mut State, reuse: Option<SharedQueue>) -> Result<()> {
+        let tasks = match reuse {
+            Some(q) => q,
+            None => {
+                let space = crate::space::handle::default_space()?;
+                let qopts = QueueOptions { kind: Kind::Fifo, maxsize: 0, max_bytes: TASK_QUEUE_BYTES, joinable: false };
+                SharedQueue::create(space, None, qopts)?
+            }
+        };
+        let index = s.next_index;
+        let initializer = match &self.opts.initializer {
+            Some((f, arg)) => {
+                let slot = self.slot_of(s, *f)?;
+                Some((records::define(slot, &s.targets[slot as usize]), arg.clone()))
+            }
+            None => None,
+        };
+        let boot = Boot {
+            tasks: tasks.token(),
+            results: self.results.token(),
+            worker: index,
+            max_tasks: self.opts.max_tasks,
+            initializer,
+        };
+        let prefix = match self.method {
+            StartMethod::Fork => "ForkPoolWorker",
+            StartMethod::ForkServer => "ForkServerPoolWorker",
+            StartMethod::Spawn => "SpawnPoolWorker",
+        };
+        let popts = process::Options {
+            name: Some(format!("{prefix}-{}_{}", self.pool_id, index)),
+            method: Some(self.method),
+            daemon: true,
+            fds: Vec::new(),
+        };
+        let process = process::start(pool_worker, &boot.encode(), &popts)?;
+        s.next_index += 1;
+        let quota = if self.opts.max_tasks == 0 { u64::MAX } else { self.opts.max_tasks };
+        s.workers.push(Worker { index, process, tasks, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota });
+        Ok(())
+    }
+
+    /// Sends pending tasks to workers with room (under the lock).
+    fn pump(&self, s: &mut State) {
+        let mut rec = Vec::new();
+        while let Some(held) = s.pending.front() {
+            // A task cancelled while it waited is dropped.
+            if held.job.future.is_done() {
+                s.pending.pop_front();
+                continue;
+            }
+            let Some(w) = (0..s.workers.len())
+                .filter(|&i| s.workers[i].load < WINDOW && s.workers[i].quota > 0)
+                .min_by_key(|&i| s.workers[i].load)
+            else {
+                return;
+            };
+            let slot = held.slot as usize;
+            if !s.workers[w].defined.get(slot).copied().unwrap_or(false) {
+                let d = records::define(held.slot, &s.targets[slot]);
+                if s.workers[w].tasks.put(&d, 0, Deadline::Now).is_err() {
+                    return;
+                }
+                let wk = &mut s.workers[w];
+                if wk.defined.len() <= slot {
+                    wk.defined.resize(slot + 1, false);
+                }
+                wk.defined[slot] = true;
+                wk.sent.push_back(None);
+            }
+            let id = s.next_id;
+            let held = s.pending.front().expect("checked above");
+            records::task(&mut rec, held.slot, id, held.job.chunk, held.job.arg.as_slice());
+            match s.workers[w].tasks.put(&rec, 0, Deadline::Now) {
+                Ok(()) => {}
+                Err(e) if e.code == crate::status::WEFT_INVALID_ARGUMENT => {
+                    // Larger than any task queue: fail it.
+                    let held = s.pending.pop_front().expect("checked above");
+                    let _ = held.job.future.set_failure(e.code, format!("the task's argument is too large for a process pool: {}", e.message));
+                    continue;
+                }
+                Err(_) => return,
+            }
+            let held = s.pending.pop_front().expect("checked above");
+            // Sent: from now on a cancel only asks (as Python's executor, the task counts as
+            // running once it left the parent's queue).
+            let _ = held.job.future.set_running();
+            s.next_id += 1;
+            let wk = &mut s.workers[w];
+            wk.sent.push_back(Some(id));
+            wk.load += 1;
+            wk.quota -= 1;
+            s.in_flight.insert(id, held);
+        }
+    }
+
+    /// Applies one answer (under the lock).
+    fn answer(&self, s: &mut State, rec: &[u8]) {
+        let Ok(r) = records::read_result(rec) else { return };
+        if r.kind == records::RESULT_INIT_FAILED {
+            let name = crate::status::name(r.status).to_string_lossy();
+            let msg = format!("the pool's initializer failed with {name}: {}", String::from_utf8_lossy(r.bytes));
+            self.break_pool(s, Error::new(r.status, msg));
+            return;
+        }
+        if let Some(w) = s.workers.iter_mut().find(|w| w.index == r.worker) {
+            // Everything sent before this task was taken before it.
+            while let Some(front) = w.sent.pop_front() {
+                if front == Some(r.id) {
+                    w.load -= 1;
+                    break;
+                }
+                if front.is_some() {
+                    w.load -= 1;
+                }
+            }
+        }
+        if let Some(held) = s.in_flight.remove(&r.id) {
+            let outcome = if r.status == WEFT_OK {
+                Outcome { status: WEFT_OK, result: r.bytes.to_vec(), message: String::new() }
+            } else {
+                Outcome { status: r.status, result: Vec::new(), message: String::from_utf8_lossy(r.bytes).into_owned() }
+            };
+            let _ = held.job.future.complete(outcome);
+        }
+    }
+
+    /// The pool cannot run tasks: fails what it holds and refuses new tasks.
+    fn break_pool(&self, s: &mut State, e: Error) {
+        if s.broken.is_none() {
+            s.broken = Some(e.clone());
+        }
+        for held in s.pending.drain(..).chain(s.in_flight.drain().map(|(_, h)| h)) {
+            let _ = held.job.future.set_failure(e.code, e.message.to_string());
+        }
+    }
+
+    /// Handles the end of worker `i` (under the lock; every answer committed before its end
+    /// was applied).
+    fn bury(&self, s: &mut State, i: usize) {
+        let w = s.workers.swap_remove(i);
+        let how = match w.process.exit_status() {
+            Ok(Some(process::ExitStatus::Signal(sig))) => format!("was killed by signal {sig} ({})", process::signal_name(sig)),
+            Ok(Some(process::ExitStatus::Code(c))) => format!("exited with code {c}"),
+            _ => "ended".to_string(),
+        };
+        let untaken = w.tasks.qsize().min(w.sent.len());
+        let taken = w.sent.len() - untaken;
+        let mut back = Vec::new();
+        for (k, sent) in w.sent.iter().enumerate() {
+            let Some(id) = sent else { continue };
+            let Some(mut held) = s.in_flight.remove(id) else { continue };
+            if k < taken {
+                held.deaths += 1;
+                if held.deaths <= self.opts.retries {
+                    back.push(held);
+                } else {
+                    let msg = format!("worker process {} {how} while running the task", w.process.pid());
+                    let _ = held.job.future.set_failure(WEFT_WORKER_DIED, msg);
+                }
+            } else {
+                back.push(held);
+            }
+        }
+        for held in back.into_iter().rev() {
+            s.pending.push_front(held);
+        }
+        // Empty the queue for the replacement (the records are back in `pending`).
+        let reuse = match w.tasks.get_many(usize::MAX, Deadline::Now) {
+            Ok(_) => Some(w.tasks),
+            Err(e) if e.code == WEFT_TIMEOUT || e.code == crate::status::WEFT_WOULD_BLOCK || e.code == WEFT_CLOSED => Some(w.tasks),
+            Err(_) => None,
+        };
+        let needed = s.state == PoolState::Running || !s.pending.is_empty() || !s.in_flight.is_empty();
+        if needed && s.broken.is_none() && s.workers.len() < s.target {
+            let reuse = reuse.filter(|q| !q.is_shut_down());
+            if let Err(e) = self.start_worker(s, reuse) {
+                if s.workers.is_empty() {
+                    self.break_pool(s, Error::new(e.code, format!("no worker could be started: {}", e.message)));
+                }
+            }
+        }
+    }
+}
+
+impl Processes {
+    /// Starts `opts.workers` workers (at least one) with `method`.
+    pub(crate) fn new(opts: Options, method: StartMethod) -> Result<Processes> {
+        let workers = opts.workers.max(1);
+        let space = crate::space::handle::default_space()?;
+        let ropts = QueueOptions { kind: Kind::Fifo, maxsize: 0, max_bytes: RESULT_QUEUE_BYTES, joinable: false };
+        let results = SharedQueue::create(space, None, ropts)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                state: PoolState::Running,
+                target: workers,
+                workers: Vec::new(),
+                next_index: 0,
+                pending: VecDeque::new(),
+                in_flight: HashMap::new(),
+                next_id: 0,
+                slots: HashMap::new(),
+                targets: Vec::new(),
+                broken: None,
+                collector_done: false,
+            }),
+            changed: Condvar::new(),
+            results,
+            opts,
+            method,
+            pool_id: NEXT_POOL.fetch_add(1, Relaxed),
+            stop: AtomicBool::new(false),
+        });
+        {
+            let mut s = shared.lock();
+            for _ in 0..workers {
+                if let Err(e) = shared.start_worker(&mut s, None) {
+                    for w in &s.workers {
+                        let _ = w.process.signal(libc::SIGKILL);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let sh = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("weft-pool-{}", shared.pool_id))
+            .spawn(move || collect(&sh))
+            .map_err(|e| Error::io("spawning the pool's collector thread", &e))?;
+        Ok(Processes { shared })
+    }
+
+    /// Queues `jobs` (all or none).
+    pub(crate) fn submit_all(&self, jobs: Vec<Job>) -> Result<()> {
+        let sh = &self.shared;
+        let mut s = sh.lock();
+        if s.state != PoolState::Running {
+            return Err(Error::new(WEFT_CLOSED, "the pool is closed: no new tasks"));
+        }
+        if let Some(e) = &s.broken {
+            return Err(e.clone());
+        }
+        let mut held = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let slot = sh.slot_of(&mut s, job.func)?;
+            held.push(Held { job, slot, deaths: 0 });
+        }
+        s.pending.extend(held);
+        sh.pump(&mut s);
+        Ok(())
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        self.shared.lock().target
+    }
+
+    /// Changes the number of workers: new ones start now; surplus ones get no new tasks and
+    /// leave once they have answered theirs.
+    pub(crate) fn set_workers(&self, n: usize) -> Result<()> {
+        let sh = &self.shared;
+        let mut s = sh.lock();
+        if s.state != PoolState::Running {
+            return Err(Error::new(WEFT_CLOSED, "the pool is closed"));
+        }
+        s.target = n.max(1);
+        while s.workers.len() < s.target {
+            sh.start_worker(&mut s, None)?;
+        }
+        // Surplus: the newest workers stop taking tasks; their queues close behind what
+        // they hold, and they leave when they reach the end.
+        let target = s.target;
+        for w in s.workers.iter_mut().skip(target) {
+            w.quota = 0;
+            let _ = w.tasks.shutdown(false);
+        }
+        sh.pump(&mut s);
+        Ok(())
+    }
+
+    pub(crate) fn shutdown(&self, wait: bool, cancel_pending: bool, deadline: Deadline) -> Result<()> {
+        let cancelled = {
+            let mut s = self.shared.lock();
+            s.state = PoolState::Closed;
+            if cancel_pending { s.pending.drain(..).collect() } else { Vec::new() }
+        };
+        for held in cancelled {
+            held.job.future.cancel();
+        }
+        if wait { self.join(deadline) } else { Ok(()) }
+    }
+
+    /// Kills the workers; tasks not answered end cancelled.
+    pub(crate) fn terminate(&self, deadline: Deadline) -> Result<()> {
+        let held: Vec<Held> = {
+            let mut s = self.shared.lock();
+            s.state = PoolState::Closed;
+            for w in &s.workers {
+                let _ = w.process.signal(libc::SIGKILL);
+            }
+            let s = &mut *s;
+            s.pending.drain(..).chain(s.in_flight.drain().map(|(_, h)| h)).collect()
+        };
+        for h in held {
+            if !h.job.future.cancel() {
+                let _ = h.job.future.set_failure(WEFT_CANCELLED, "the pool was terminated");
+            }
+        }
+        self.join(deadline)
+    }
+
+    /// Waits until every worker has left and the collector has ended.
+    pub(crate) fn join(&self, deadline: Deadline) -> Result<()> {
+        let sh = &self.shared;
+        let mut s = sh.lock();
+        if s.state == PoolState::Running {
+            return Err(Error::new(WEFT_INVALID_STATE, "join needs a closed pool (close, terminate or shutdown first)"));
+        }
+        while !s.collector_done {
+            let left = match deadline {
+                Deadline::Never => std::time::Duration::from_millis(100),
+                Deadline::Now => return Err(Error::would_block("workers still running")),
+                d => match d.remaining_ns() {
+                    Some(0) | None => return Err(Error::new(WEFT_TIMEOUT, "workers still running at the deadline")),
+                    Some(ns) => std::time::Duration::from_nanos(ns.min(100_000_000)),
+                },
+            };
+            s = sh.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        let _ = self.shutdown(false, false, Deadline::Now);
+        self.shared.stop.store(true, Relaxed);
+    }
+}
+
+/// The collector thread: answers, deaths, refills; ends once the pool is closed and every
+/// worker has left.
+fn collect(sh: &Shared) {
+    let mut last_check = 0u64;
+    loop {
+        let got = sh.results.get_many(BATCH, Deadline::from_timeout_ns(CHECK_NS));
+        let mut s = sh.lock();
+        match got {
+            Ok(recs) => {
+                for r in &recs {
+                    sh.answer(&mut s, r);
+                }
+            }
+            Err(e) if e.code == WEFT_TIMEOUT => {}
+            Err(e) => {
+                sh.break_pool(&mut s, Error::new(e.code, format!("the pool's result queue failed: {}", e.message)));
+                for w in &s.workers {
+                    let _ = w.process.signal(libc::SIGKILL);
+                }
+            }
+        }
+        let now = crate::time::now_ns();
+        if now.saturating_sub(last_check) >= CHECK_NS {
+            last_check = now;
+            // Closed and drained: close the workers' queues so they leave.
+            if s.state != PoolState::Running && s.pending.is_empty() && s.in_flight.is_empty() {
+                for w in &s.workers {
+                    let _ = w.tasks.shutdown(false);
+                }
+            }
+            while let Some(dead) = s.workers.iter().find(|w| !w.process.is_alive()).map(|w| w.index) {
+                // Every answer the worker committed is in the result queue by now.
+                drop(s);
+                let rest = sh.results.get_many(usize::MAX, Deadline::Now).unwrap_or_default();
+                s = sh.lock();
+                for r in &rest {
+                    sh.answer(&mut s, r);
+                }
+                if let Some(i) = s.workers.iter().position(|w| w.index == dead) {
+                    sh.bury(&mut s, i);
+                }
+                sh.changed.notify_all();
+            }
+        }
+        sh.pump(&mut s);
+        if s.workers.is_empty() && (s.state != PoolState::Running || sh.stop.load(Relaxed)) {
+            s.collector_done = true;
+            drop(s);
+            sh.changed.notify_all();
+            return;
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Thread workers: Python's `ThreadPoolExecutor` and `multiprocessing.dummy.Pool`.
+//!
+//! Jobs wait in one FIFO (`VecDeque` under a mutex). A worker takes them in batches — up to
+//! [`BATCH_MAX`], and never more than its share (`len / (2 × workers)`), so a long queue costs
+//! one lock round trip per batch while a short one still spreads over every worker — and runs
+//! them in order. Idle workers sleep on an eventcount (`queue/private/wait.rs`): a submit that
+//! finds nobody asleep makes no system call.
+//!
+//! A job whose future was cancelled before a worker reached it is skipped (the future is
+//! already complete). A running job's cancel request reaches the task through its `weft_call`
+//! and wakes weft waits inside it: the worker installs the future's cancel word as the
+//! thread's for the duration of the task.
+//!
+//! Workers retire by themselves: when the pool is closed and the queue is empty, when the pool
+//! shrinks, or after `max_tasks` tasks (a replacement starts first). An initializer that fails
+//! breaks the pool: every queued job fails with its status and message, and so does every later
+//! submit.
+
+use super::job::Job;
+use crate::future::Future;
+use super::{Options, PoolState};
+use crate::futex::PrivateWord;
+use crate::queue::private::wait::EventCount;
+use crate::status::{Error, Result, WEFT_CLOSED, WEFT_INVALID_STATE};
+use crate::time::Deadline;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Most jobs a worker takes at once.
+const BATCH_MAX: usize = 32;
+
+/// Numbers pools for their workers' names.
+static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
+
+struct State {
+    jobs: VecDeque<Job>,
+    /// Running, closed (no submits; workers leave once the queue is empty) or stopped.
+    state: PoolState,
+    /// Workers wanted.
+    target: usize,
+    /// Workers started and not yet retired.
+    live: usize,
+    /// Names the next worker.
+    next_worker: u64,
+    /// Set when an initializer failed: why every job fails.
+    broken: Option<Error>,
+    /// The futures of each worker's current batch (by worker number), for `terminate`.
+    in_hand: std::collections::HashMap<u64, Vec<Future>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Workers wait here for jobs (and for a state change).
+    jobs_ready: EventCount<PrivateWord>,
+    /// `join` waits here for `live` to reach zero.
+    retired: EventCount<PrivateWord>,
+    opts: Options,
+    pool_id: u64,
+}
+
+/// A pool of worker threads.
+pub(crate) struct Threads {
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Threads {
+    /// Starts `opts.workers` workers (at least one).
+    pub(crate) fn new(opts: Options) -> Result<Threads> {
+        let workers = opts.workers.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                state: PoolState::Running,
+                target: workers,
+                live: 0,
+                next_worker: 0,
+                broken: None,
+                in_hand: std::collections::HashMap::new(),
+            }),
+            jobs_ready: EventCount::new(),
+            retired: EventCount::new(),
+            opts,
+            pool_id: NEXT_POOL.fetch_add(1, Relaxed),
+        });
+        let pool = Threads { shared };
+        {
+            let mut s = pool.shared.lock();
+            for _ in 0..workers {
+                if let Err(e) = start_worker(&pool.shared, &mut s) {
+                    drop(s);
+                    pool.shutdown(true, true, Deadline::Never)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Queues `job`. Errors: `WEFT_CLOSED` after close/shutdown, or the initializer's failure
+    /// once the pool is broken.
+    pub(crate) fn submit(&self, job: Job) -> Result<()> {
+        let mut s = self.shared.lock();
+        if s.state != PoolState::Running {
+            return Err(Error::new(WEFT_CLOSED, "the pool is closed: no new tasks"));
+        }
+        if let Some(e) = &s.broken {
+            return Err(e.clone());
+        }
+        s.jobs.push_back(job);
+        drop(s);
+        self.shared.jobs_ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues several jobs under one lock hold (map's chunks). Errors: as `submit`; then none
+    /// is queued.
+    pub(crate) fn submit_all(&self, jobs: Vec<Job>) -> Result<()> {
+        let mut s = self.shared.lock();
+        if s.state != PoolState::Running {
+            return Err(Error::new(WEFT_CLOSED, "the pool is closed: no new tasks"));
+        }
+        if let Some(e) = &s.broken {
+            return Err(e.clone());
+        }
+        let n = jobs.len();
+        s.jobs.extend(jobs);
+        drop(s);
+        if n == 1 {
+            self.shared.jobs_ready.notify_one();
+        } else {
+            self.shared.jobs_ready.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Workers wanted.
+    pub(crate) fn workers(&self) -> usize {
+        self.shared.lock().target
+    }
+
+    /// Workers started and not yet retired.
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> usize {
+        self.shared.lock().live
+    }
+
+    /// Changes the number of workers: new ones start at once, surplus ones retire after
+    /// their current batch. Errors: `WEFT_CLOSED` after close; `WEFT_OS_ERROR` when a thread
+    /// cannot start (the workers started so far stay).
+    pub(crate) fn set_workers(&self, n: usize) -> Result<()> {
+        let n = n.max(1);
+        let mut s = self.shared.lock();
+        if s.state != PoolState::Running {
+            return Err(Error::new(WEFT_CLOSED, "the pool is closed"));
+        }
+        s.target = n;
+        while s.live < n {
+            start_worker(&self.shared, &mut s)?;
+        }
+        drop(s);
+        self.shared.jobs_ready.notify_all();
+        Ok(())
+    }
+
+    /// Stops accepting tasks (`close`); with `cancel_pending`, cancels every queued job.
+    /// With `wait`, waits until every worker has retired (`join`) or the deadline passes.
+    pub(crate) fn shutdown(&self, wait: bool, cancel_pending: bool, deadline: Deadline) -> Result<()> {
+        let cancelled = {
+            let mut s = self.shared.lock();
+            if s.state == PoolState::Running {
+                s.state = PoolState::Closed;
+            }
+            if cancel_pending { std::mem::take(&mut s.jobs) } else { VecDeque::new() }
+        };
+        // Outside the lock: cancelling runs done callbacks.
+        for job in cancelled {
+            job.future.cancel();
+        }
+        self.shared.jobs_ready.notify_all();
+        if wait { self.join(deadline) } else { Ok(()) }
+    }
+
+    /// `shutdown(cancel_pending)`, and a cancel request to every task running, then waits.
+    pub(crate) fn terminate(&self, deadline: Deadline) -> Result<()> {
+        self.shutdown(false, true, deadline)?;
+        let running: Vec<Future> = self.shared.lock().in_hand.values().flatten().cloned().collect();
+        for f in running {
+            f.cancel();
+        }
+        self.join(deadline)
+    }
+
+    /// Waits until every worker has retired. Errors: `WEFT_INVALID_STATE` while the pool still
+    /// accepts tasks (close it first), `WEFT_TIMEOUT`, `WEFT_CANCELLED`.
+    pub(crate) fn join(&self, deadline: Deadline) -> Result<()> {
+        if self.shared.lock().state == PoolState::Running {
+            return Err(Error::new(WEFT_INVALID_STATE, "join needs a closed pool (close, terminate or shutdown first)"));
+        }
+        let sh = &self.shared;
+        loop {
+            let key = sh.retired.prepare();
+            if sh.lock().live == 0 {
+                sh.retired.abandon();
+                return Ok(());
+            }
+            match sh.retired.sleep(key, deadline) {
+                crate::futex::Wait::TimedOut if sh.lock().live != 0 => {
+                    return Err(Error::new(crate::status::WEFT_TIMEOUT, "workers still running at the deadline"))
+                }
+                crate::futex::Wait::Cancelled => {
+                    return Err(Error::new(crate::status::WEFT_CANCELLED, "join cancelled"))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        // Workers hold the shared state, not the pool: they retire once the queue is empty.
+        let _ = self.shutdown(false, false, Deadline::Now);
+    }
+}
+
+/// Starts one worker (counted in `live`).
+fn start_worker(shared: &Arc<Shared>, s: &mut State) -> Result<()> {
+    let id = s.next_worker;
+    let name = format!("ThreadPoolWorker-{}_{}", shared.pool_id, id);
+    let sh = shared.clone();
+    let opts = crate::thread::Options { name: Some(name), daemon: true, stack_size: 0 };
+    let thread = crate::thread::spawn(Box::new(move |_call| worker(sh, id)), &[], &opts)?;
+    thread.release_handle();
+    s.next_worker += 1;
+    s.live += 1;
+    s.in_hand.insert(id, Vec::new());
+    Ok(())
+}
+
+/// Why a worker stops taking jobs.
+enum Leave {
+    /// Closed and drained, or surplus.
+    Retire,
+    /// Ran its `max_tasks`: a replacement takes over.
+    Replace,
+}
+
+/// A worker's life.
+fn worker(sh: Arc<Shared>, id: u64) -> crate::status::weft_status {
+    if let Some((init, arg)) = &sh.opts.initializer {
+        let cancel = std::sync::atomic::AtomicU32::new(0);
+        let o = super::job::run_task(*init, arg, &cancel, std::ptr::null());
+        if o.status != crate::status::WEFT_OK {
+            let e = Error::new(o.status, format!("the pool's initializer failed: {}", o.message));
+            let failed = {
+                let mut s = sh.lock();
+                s.broken.get_or_insert(e.clone());
+                retire(&mut s, id);
+                std::mem::take(&mut s.jobs)
+            };
+            for job in failed {
+                let _ = job.future.set_failure(e.code, e.message.to_string());
+            }
+            sh.retired.notify_all();
+            sh.jobs_ready.notify_all();
+            // Reported through the pool (the jobs' failures), not as the thread's failure.
+            return crate::status::WEFT_OK;
+        }
+    }
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    let mut ran: u64 = 0;
+    let leave = loop {
+        match take(&sh, id, &mut batch, ran) {
+            Some(leave) => break leave,
+            None => {
+                for job in batch.drain(..) {
+                    if job.run(std::ptr::null()) {
+                        ran += 1;
+                    }
+                }
+            }
+        }
+    };
+    if let Leave::Replace = leave {
+        let mut s = sh.lock();
+        // The replacement is counted before this worker no longer is (a failed start leaves
+        // the pool one worker short until the next `set_workers`).
+        if s.state == PoolState::Running && s.live <= s.target {
+            let _ = start_worker(&sh, &mut s);
+        }
+        retire(&mut s, id);
+    }
+    sh.retired.notify_all();
+    crate::status::WEFT_OK
+}
+
+/// Uncounts worker `id` (under the lock).
+fn retire(s: &mut State, id: u64) {
+    s.live -= 1;
+    s.in_hand.remove(&id);
+}
+
+/// Fills `batch` with the next jobs, sleeping while there are none; or says why to leave.
+fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, ran: u64) -> Option<Leave> {
+    let max_tasks = sh.opts.max_tasks;
+    if max_tasks != 0 && ran >= max_tasks {
+        return Some(Leave::Replace);
+    }
+    loop {
+        let key = sh.jobs_ready.prepare();
+        let mut guard = sh.lock();
+        let s = &mut *guard;
+        if let Some(v) = s.in_hand.get_mut(&id) {
+            v.clear();
+        }
+        if s.live > s.target {
+            sh.jobs_ready.abandon();
+            retire(s, id);
+            return Some(Leave::Retire);
+        }
+        if !s.jobs.is_empty() {
+            sh.jobs_ready.abandon();
+            let mut n = (s.jobs.len() / (2 * s.target)).clamp(1, BATCH_MAX);
+            if max_tasks != 0 {
+                n = n.min((max_tasks - ran) as usize);
+            }
+            batch.extend(s.jobs.drain(..n));
+            if let Some(v) = s.in_hand.get_mut(&id) {
+                v.extend(batch.iter().map(|j| j.future.clone()));
+            }
+            let more = !s.jobs.is_empty();
+            drop(guard);
+            if more {
+                sh.jobs_ready.pass_on(|| true);
+            }
+            return None;
+        }
+        if s.state != PoolState::Running {
+            sh.jobs_ready.abandon();
+            retire(s, id);
+            return Some(Leave::Retire);
+        }
+        drop(guard);
+        sh.jobs_ready.sleep(key, Deadline::Never);
+    }
+}
