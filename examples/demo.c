@@ -936,6 +936,162 @@ static void demo_joinable_queue(void) {
     weft_queue_free(q);
 }
 
+/* ---- 17. multiprocessing.Pool: apply_async, close, join (seed 002) ---------------------------- */
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static weft_status long_time_task(weft_call *call) {
+    const void *d;
+    size_t n;
+    CHECK(weft_call_arg(call, &d, &n));
+    int name = *(const int *)d;
+    printf("Run task %d (%d)...\n", name, (int)getpid());
+    double start = seconds();
+    srand((unsigned)(getpid() ^ name));
+    usleep((useconds_t)(rand() % 300) * 1000); /* the seed sleeps up to 3 s; we sleep up to 0.3 s */
+    printf("Task %d runs %0.2f seconds.\n", name, seconds() - start);
+    return WEFT_OK;
+}
+
+static void demo_pool_apply_async(void) {
+    section("multiprocessing.Pool(4): apply_async, close, join (seed 002)");
+    printf("Parent process %d.\n", (int)getpid());
+    weft_pool_options o = {0};
+    o.kind = WEFT_POOL_PROCESSES;
+    o.workers = 4;
+    weft_pool *p;
+    CHECK(weft_pool_new(&o, &p));
+    weft_future *f[5];
+    for (int i = 0; i < 5; i++) CHECK(weft_pool_submit(p, long_time_task, &i, sizeof i, &f[i]));
+    printf("Waiting for all subprocesses done...\n");
+    CHECK(weft_pool_close(p));
+    CHECK(weft_pool_join(p, WEFT_FOREVER));
+    printf("All subprocesses done.\n");
+    for (int i = 0; i < 5; i++) weft_future_free(f[i]);
+    weft_pool_free(p);
+}
+
+/* ---- 18. Pool.map (seed 003) ------------------------------------------------------------------- */
+
+static weft_status square(weft_call *call) {
+    const void *d;
+    size_t n;
+    CHECK(weft_call_arg(call, &d, &n));
+    int64_t x = *(const int64_t *)d;
+    int64_t r = x * x;
+    return weft_call_set_result(call, &r, sizeof r);
+}
+
+static void demo_pool_map(void) {
+    section("Pool(8).map over range(100) (seed 003)");
+    weft_pool_options o = {0};
+    o.kind = WEFT_POOL_PROCESSES;
+    o.workers = 8;
+    weft_pool *p;
+    CHECK(weft_pool_new(&o, &p));
+    int64_t items[100];
+    for (int i = 0; i < 100; i++) items[i] = i;
+    weft_bytes *out;
+    CHECK(weft_pool_map(p, square, items, sizeof items[0], 100, 0, WEFT_FOREVER, &out));
+    /* The results come packed: for each item its length (uint64_t), then its bytes. */
+    const uint8_t *b = weft_bytes_data(out);
+    int64_t sum = 0, last = 0;
+    for (int i = 0; i < 100; i++) {
+        uint64_t len;
+        memcpy(&len, b, 8);
+        memcpy(&last, b + 8, sizeof last);
+        sum += last;
+        b += 8 + len;
+    }
+    printf("map: 100 squares in item order, the last %lld, their sum %lld\n", (long long)last, (long long)sum);
+    weft_bytes_free(out);
+    CHECK(weft_pool_close(p));
+    CHECK(weft_pool_join(p, WEFT_FOREVER));
+    weft_pool_free(p);
+}
+
+/* ---- 19. concurrent.futures: as_completed on thread and process pools (seed 004) --------------- */
+
+static weft_status evaluate_item(weft_call *call) {
+    const void *d;
+    size_t n;
+    CHECK(weft_call_arg(call, &d, &n));
+    int64_t number = *(const int64_t *)d;
+    volatile int64_t i = 0;
+    for (int64_t k = 0; k < 20000000; k++) i = i + 1; /* CPU-bound, as the seed's count() */
+    int64_t r = i * number;
+    return weft_call_set_result(call, &r, sizeof r);
+}
+
+static void run_executor(uint32_t kind, const char *label) {
+    weft_pool_options o = {0};
+    o.kind = kind;
+    o.workers = 5;
+    weft_pool *p;
+    CHECK(weft_pool_new(&o, &p));
+    double start = seconds();
+    weft_future *f[10];
+    for (int64_t i = 0; i < 10; i++) CHECK(weft_pool_submit(p, evaluate_item, &i, sizeof i, &f[i]));
+    weft_as_completed *ac;
+    CHECK(weft_as_completed_new(f, 10, &ac));
+    weft_future *done;
+    while (weft_as_completed_next(ac, WEFT_FOREVER, &done) == WEFT_OK) {
+        const void *r;
+        size_t n;
+        CHECK(weft_future_result(done, 0, &r, &n));
+        printf("%lld ", (long long)*(const int64_t *)r);
+        weft_future_free(done);
+    }
+    printf("\n%s execution in %.2f seconds\n", label, seconds() - start);
+    weft_as_completed_free(ac);
+    for (int i = 0; i < 10; i++) weft_future_free(f[i]);
+    CHECK(weft_pool_shutdown(p, true, false, WEFT_FOREVER));
+    weft_pool_free(p);
+}
+
+static void demo_executors(void) {
+    section("concurrent.futures: as_completed over a thread pool and a process pool (seed 004)");
+    /* No interpreter lock: the thread pool scales like the process pool. */
+    run_executor(WEFT_POOL_THREADS, "Thread pool");
+    run_executor(WEFT_POOL_PROCESSES, "Process pool");
+}
+
+/* ---- 20. A worker killed in the middle of a task: only that task fails ------------------------ */
+
+static weft_status maybe_die(weft_call *call) {
+    const void *d;
+    size_t n;
+    CHECK(weft_call_arg(call, &d, &n));
+    int i = *(const int *)d;
+    if (i == 3) kill(getpid(), SIGKILL); /* the worker dies in the middle of task 3 */
+    return weft_call_set_result(call, &i, sizeof i);
+}
+
+static void demo_pool_worker_killed(void) {
+    section("A pool worker killed mid-task: its task fails, the pool heals (Python's Pool hangs)");
+    weft_pool_options o = {0};
+    o.kind = WEFT_POOL_PROCESSES;
+    o.workers = 2;
+    weft_pool *p;
+    CHECK(weft_pool_new(&o, &p));
+    weft_future *f[6];
+    for (int i = 0; i < 6; i++) CHECK(weft_pool_submit(p, maybe_die, &i, sizeof i, &f[i]));
+    for (int i = 0; i < 6; i++) {
+        weft_status st = weft_future_result(f[i], WEFT_FOREVER, NULL, NULL);
+        if (st == WEFT_OK)
+            printf("task %d: done\n", i);
+        else
+            printf("task %d: %s (%s)\n", i, weft_status_name(st), weft_last_error_message());
+        weft_future_free(f[i]);
+    }
+    CHECK(weft_pool_shutdown(p, true, false, WEFT_FOREVER));
+    weft_pool_free(p);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("weft %s demo: Python threading programs in C\n", weft_version());
@@ -962,5 +1118,9 @@ int main(void) {
     demo_queue_workers();
     demo_mp_queue();
     demo_joinable_queue();
+    demo_pool_apply_async();
+    demo_pool_map();
+    demo_executors();
+    demo_pool_worker_killed();
     return 0;
 }

@@ -6,8 +6,9 @@
 //! Each worker has its own task queue, and all of them answer on one result queue: shared
 //! FIFO queues in the default space (so workers of every start method reach them), with no
 //! feeder thread. The parent dispatches: a submit puts the task straight into the queue of the
-//! worker with the fewest unanswered tasks, while that worker has fewer than [`WINDOW`];
-//! other tasks wait in the parent until answers come back. A collector thread takes the
+//! worker with the fewest unanswered tasks, while that worker holds less than its share of the
+//! outstanding work (at least 1, at most [`WINDOW`] tasks); other tasks wait in the parent
+//! until answers come back. A collector thread takes the
 //! answers in batches, completes the futures, and refills the workers' queues.
 //!
 //! Task functions travel once per worker: the first task for a function is preceded by a
@@ -182,6 +183,10 @@ impl Shared {
     /// Sends pending tasks to workers with room (under the lock).
     fn pump(&self, s: &mut State) {
         let mut rec = Vec::new();
+        // Each worker's share of the work, within [1, WINDOW]: a few long tasks go one per
+        // worker (the next to whichever finishes first), a flood of short ones fills windows.
+        let workers = s.workers.len().max(1);
+        let window = ((s.pending.len() + s.in_flight.len()) / workers).clamp(1, WINDOW);
         while let Some(held) = s.pending.front() {
             // A task cancelled while it waited is dropped.
             if held.job.future.is_done() {
@@ -189,7 +194,7 @@ impl Shared {
                 continue;
             }
             let Some(w) = (0..s.workers.len())
-                .filter(|&i| s.workers[i].load < WINDOW && s.workers[i].quota > 0)
+                .filter(|&i| s.workers[i].load < window && s.workers[i].quota > 0)
                 .min_by_key(|&i| s.workers[i].load)
             else {
                 return;
