@@ -1362,15 +1362,9 @@ TEST(queue_shared_refusals_leave_the_queue_unchanged) {
     xp_guard g;
     xp_begin(&g);
     weft_queue *q = NULL;
-    /* LIFO and PRIORITY are not (yet) in shared memory. */
-    weft_queue_options o = qopts(WEFT_QUEUE_LIFO, 0, 0, 0);
-    ASSERT_STATUS(weft_queue_new_in(NULL, NULL, &o, &q), WEFT_UNSUPPORTED);
-    ASSERT_NULL(q);
-    o = qopts(WEFT_QUEUE_PRIORITY, WEFT_QUEUE_JOINABLE, 5, 0);
-    ASSERT_STATUS(weft_queue_new_in(NULL, NULL, &o, &q), WEFT_UNSUPPORTED);
-    ASSERT_NULL(q);
+    /* (LIFO and PRIORITY are in shared memory too: test_queue_ordered.c.) */
     /* Storage from 64 bytes to 1 GiB. */
-    o = qopts(WEFT_QUEUE_FIFO, 0, 0, 56);
+    weft_queue_options o = qopts(WEFT_QUEUE_FIFO, 0, 0, 56);
     ASSERT_STATUS(weft_queue_new_in(NULL, NULL, &o, &q), WEFT_INVALID_ARGUMENT);
     o.max_bytes = ((uint64_t)1 << 30) + 8;
     ASSERT_STATUS(weft_queue_new_in(NULL, NULL, &o, &q), WEFT_INVALID_ARGUMENT);
@@ -2295,7 +2289,7 @@ TEST_TIMEOUT(queue_corrupted_shared_queue_is_detected, 30000) {
         {QH_MAGIC, 4, 0x58585858},     /* magic */
         {QH_MAGIC, 1, 'W'},            /* one byte of it */
         {QH_VERSION, 4, 2},            /* version */
-        {QH_KIND, 4, WEFT_QUEUE_LIFO}, /* a kind a shared queue cannot be */
+        {QH_KIND, 4, WEFT_QUEUE_LIFO}, /* a kind of another layout */
         {QH_KIND, 4, 77},              /* no kind at all */
         {QH_FLAGS, 4, 0x80},           /* unknown flags */
         {QH_RING, 8, 4097},            /* ring not a multiple of 8 */

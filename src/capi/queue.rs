@@ -36,8 +36,9 @@ pub struct weft_queue_options {
     pub flags: u32,
     /// Most items held at once (Python's `maxsize`); 0 = unbounded.
     pub maxsize: u64,
-    /// Shared queues: bytes of item storage, which also bounds the queue (0: 1 MiB); an item
-    /// larger than it is refused. Private queues ignore it.
+    /// Shared queues: bytes of item storage, which also bounds the queue (0: as much as fits a
+    /// queue of 1 MiB in all; `weft_queue_options_get` gives the actual size); an item larger
+    /// than it is refused. Private queues ignore it.
     pub max_bytes: u64,
     /// Must be zero.
     pub reserved: [u64; 4],
@@ -113,10 +114,12 @@ pub unsafe extern "C" fn weft_queue_new(options: *const weft_queue_options, out:
 
 /// Creates a queue in `space` (NULL: the default space, shared with children of every start
 /// method), named `name` (NULL: unnamed; pass it to children with `weft_queue_token`). A named
-/// queue can be opened from any process that opens the space. FIFO and simple queues (joinable
-/// or not) can be shared; LIFO and priority queues give WEFT_UNSUPPORTED for now.
+/// queue can be opened from any process that opens the space. Every kind can be shared, joinable
+/// or not: FIFO and simple queues keep their items in a ring (each takes 8 bytes plus its length
+/// rounded up to 8), LIFO and priority queues in 64-byte chunks (each takes 24 bytes plus its
+/// length, rounded up to 64), in `max_bytes` of storage either way.
 /// Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT, WEFT_EXISTS (the name is taken),
-/// WEFT_NO_MEMORY (the space is full), WEFT_UNSUPPORTED, WEFT_CORRUPTED.
+/// WEFT_NO_MEMORY (the space is full), WEFT_CORRUPTED.
 ///
 /// # Safety
 /// `space` NULL or a handle from weft; `name` NULL or a NUL-terminated string; `options` NULL or

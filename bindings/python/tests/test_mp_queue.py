@@ -381,6 +381,28 @@ def test_named_queues_open_as_their_class(space):
     assert reopened.get(timeout=1) == {"x": 1}
 
 
+def test_shared_lifo_and_priority_queues_made_elsewhere_open_as_queue(space):
+    # weft.multiprocessing has no class for them (nor has multiprocessing); C makes them with
+    # weft_queue_new_in. Opened, they get in their own order and put with priority 0.
+    from weft._native import CONSTANTS, ffi, lib
+    from weft.spaces import check, space_ptr
+
+    for kind, name in (("WEFT_QUEUE_LIFO", "lifo"), ("WEFT_QUEUE_PRIORITY", "prio")):
+        opts = ffi.new("weft_queue_options *")
+        opts.kind = CONSTANTS[kind]
+        out = ffi.new("weft_queue **")
+        check(lib.weft_queue_new_in(space_ptr(space), name.encode(), opts, out))
+        for item, priority in ((b"a", 5), (b"b", -5)):
+            assert lib.weft_queue_put_priority(out[0], item, 1, priority, 0) == 0
+        q = wmp.Queue.open(space, name, codec="bytes")
+        assert type(q) is wmp.Queue
+        q.put(b"c")
+        got = [q.get(timeout=1) for _ in range(3)]
+        assert got == ([b"c", b"b", b"a"] if name == "lifo" else [b"b", b"c", b"a"])
+        lib.weft_queue_free(out[0])
+        q.close()
+
+
 C_PRODUCER = r"""
 /* Puts N byte strings into a named queue of a named space, as C code sharing a queue with
  * Python would:  q_producer SPACE QUEUE N (open|create)

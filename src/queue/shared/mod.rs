@@ -3,6 +3,11 @@
 //! threads in any number of processes. There is no feeder thread: when `put` returns, the item
 //! is in shared memory, and a process that exits (or is killed) right after loses nothing.
 //!
+//! This page describes the FIFO and simple kinds; the LIFO and priority kinds (Python's
+//! `LifoQueue` and `PriorityQueue`, in a space) share the header, the waits and the API, and
+//! keep their items in an index and an arena of chunks updated through an undo journal (see
+//! `ordered.rs` and `journal.rs`).
+//!
 //! # Layout
 //!
 //! The object (kind `KIND_QUEUE`) has a payload of a 512-byte header — eight 64-byte lines, so
@@ -14,7 +19,7 @@
 //! | ------ | -------------- | ---------- | ------------------- | ---------------------------------------------- |
 //! | 0      | `magic`        | u32        | creator             | `b"wfqu"`                                      |
 //! | 4      | `version`      | u32        | creator             | 1                                              |
-//! | 8      | `kind`         | u32        | creator             | `Kind::code()`: 0 FIFO or 3 simple             |
+//! | 8      | `kind`         | u32        | creator             | `Kind::code()`: 0 FIFO, 3 simple (1, 2: above) |
 //! | 12     | `flags`        | u32        | creator             | bit 0: joinable                                |
 //! | 16     | `maxsize`      | u64        | creator             | most items at once, 0 = bounded by bytes only  |
 //! | 24     | `ring_size`    | u64        | creator             | bytes of the ring, a multiple of 8             |
@@ -118,7 +123,7 @@ use crate::space::object::{KIND_QUEUE, OBJECT_HEADER};
 use crate::space::shared::{SharedPod, SharedRef};
 use crate::status::{
     Error, Result, WEFT_CLOSED, WEFT_CORRUPTED, WEFT_INVALID_ARGUMENT, WEFT_INVALID_STATE, WEFT_OWNER_DEAD,
-    WEFT_TIMEOUT, WEFT_UNSUPPORTED,
+    WEFT_TIMEOUT,
 };
 use crate::sync::RobustLock;
 use crate::time::{now_ns, Deadline};
@@ -127,8 +132,14 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 use std::sync::Arc;
 
+mod journal;
+mod ordered;
 mod watch;
 
+#[cfg(test)]
+mod ordered_process_tests;
+#[cfg(test)]
+mod ordered_tests;
 #[cfg(test)]
 mod process_tests;
 #[cfg(test)]
@@ -533,16 +544,21 @@ fn spin_until(deadline: Deadline, budget_ns: u64, ready: &dyn Fn() -> bool) -> b
     }
 }
 
-/// A FIFO queue of byte strings in a space: Python's `multiprocessing.Queue` (and
-/// `JoinableQueue`, `SimpleQueue`) with the semantics of Python 3.13's `queue` module (see
-/// [`crate::queue`]), crash-safe (see the module documentation).
+/// A queue of byte strings in a space: Python's `multiprocessing.Queue` (and
+/// `JoinableQueue`, `SimpleQueue`), and `LifoQueue` and `PriorityQueue` too, with the semantics
+/// of Python 3.13's `queue` module (see [`crate::queue`]), crash-safe (see the module
+/// documentation, and `ordered.rs` for the LIFO and priority kinds).
 ///
-/// Bounded by items (`maxsize`, 0 = unbounded by count) and always by bytes: its ring holds
-/// `max_bytes` bytes (rounded up to a multiple of 8; when 0, 1 MiB less 576 bytes of headers),
-/// each item taking 8 bytes plus its length rounded up to a multiple of 8. An item that could
-/// never fit (longer than the ring minus 8) is refused with `WEFT_INVALID_ARGUMENT`.
+/// Bounded by items (`maxsize`, 0 = unbounded by count) and always by bytes. A FIFO or simple
+/// queue's ring holds `max_bytes` bytes (rounded up to a multiple of 8; when 0, 1 MiB less 576
+/// bytes of headers), each item taking 8 bytes plus its length rounded up to a multiple of 8;
+/// an item that could never fit (longer than the ring minus 8) is refused with
+/// `WEFT_INVALID_ARGUMENT`. A LIFO or priority queue's arena holds `max_bytes` bytes (rounded
+/// up to a multiple of 64; when 0, as much as fits a 1 MiB block with the index), each item
+/// taking 64 bytes per started 64 of its length plus 24; an item longer than the arena minus
+/// 24 is refused.
 ///
-/// The queue's two locks are held for the length of one copy; a call waits for a busy one
+/// The queue's locks are held for the length of one copy; a call waits for a busy one
 /// even with `Deadline::Now` or a short timeout, for up to 10 ms (then `WEFT_WOULD_BLOCK` or
 /// `WEFT_TIMEOUT`). A lock whose holder died is taken over and the queue checked, silently.
 ///
@@ -586,17 +602,13 @@ impl SharedQueue {
     /// unnamed: reach it with a [`token`](Self::token)).
     ///
     /// Errors: `WEFT_INVALID_ARGUMENT` for options that [`Options::check`] refuses or a
-    /// `max_bytes` outside 64 bytes..=1 GiB; `WEFT_UNSUPPORTED` for the LIFO and
-    /// priority kinds (not yet in shared memory); those of [`SharedRef::create`]
+    /// `max_bytes` outside 64 bytes..=1 GiB; those of [`SharedRef::create`]
     /// (`WEFT_EXISTS`, `WEFT_NO_MEMORY` when the space is too small...).
     /// Thread safety: callable from any thread of any process.
     pub fn create(handle: Arc<SpaceHandle>, name: Option<&str>, opts: Options) -> Result<SharedQueue> {
         opts.check()?;
-        if matches!(opts.kind, Kind::Lifo | Kind::Priority) {
-            return Err(Error::new(
-                WEFT_UNSUPPORTED,
-                format!("{:?} queues are not yet in shared memory (FIFO and simple queues are)", opts.kind),
-            ));
+        if ordered::is_ordered(opts.kind) {
+            return SharedQueue::create_ordered(handle, name, opts);
         }
         let ring = match opts.max_bytes {
             0 => DEFAULT_RING,
@@ -647,22 +659,33 @@ impl SharedQueue {
             return Err(corrupted(format!("fields `magic` {magic:#010x} / `version` {version} do not describe a queue")));
         }
         let code = h.kind.load(Relaxed);
-        let kind = match Kind::from_code(code) {
-            Ok(k @ (Kind::Fifo | Kind::Simple)) => k,
-            _ => return Err(corrupted(format!("field `kind` is {code}, not a shared queue kind"))),
+        let Ok(kind) = Kind::from_code(code) else {
+            return Err(corrupted(format!("field `kind` is {code}, not a shared queue kind")));
         };
+        let ordered = ordered::is_ordered(kind);
         let flags = h.flags.load(Relaxed);
         let (maxsize, ring) = (h.maxsize.load(Relaxed), h.ring_size.load(Relaxed));
         if flags & !FLAG_JOINABLE != 0 || (kind == Kind::Simple && (maxsize != 0 || flags != 0)) {
             return Err(corrupted(format!("fields `flags` {flags:#x} / `maxsize` {maxsize} are invalid for its kind")));
         }
-        if ring % 8 != 0 || !(MIN_RING..=MAX_RING).contains(&ring) || HEADER_SIZE.checked_add(ring) != Some(size) {
+        let expected = if ordered {
+            ordered::payload_size(maxsize, ring)
+        } else if ring % 8 == 0 && (MIN_RING..=MAX_RING).contains(&ring) {
+            HEADER_SIZE.checked_add(ring)
+        } else {
+            None
+        };
+        if expected != Some(size) {
             return Err(corrupted(format!("a ring of {ring} bytes does not match a payload of {size} bytes")));
         }
         let maxsize = usize::try_from(maxsize).map_err(|_| corrupted(format!("field `maxsize` is {maxsize}")))?;
-        let cap = match maxsize as u64 {
-            0 => ring / 8,
-            m => m.min(ring / 8),
+        let cap = if ordered {
+            ordered::capacity(maxsize as u64, ring)
+        } else {
+            match maxsize as u64 {
+                0 => ring / 8,
+                m => m.min(ring / 8),
+            }
         } as u32;
         let opts = Options { kind, maxsize, max_bytes: ring, joinable: flags & FLAG_JOINABLE != 0 };
         Ok(SharedQueue { r, opts, ring, cap, spin_get: Spin::new(), spin_put: Spin::new(), watcher: std::sync::Mutex::new(None) })
@@ -746,6 +769,16 @@ impl SharedQueue {
         }
     }
 
+    /// Copies `dst.len()` bytes of the item a visitor was offered at `at` (a ring offset, or an
+    /// ordered queue's first chunk).
+    fn copy_item(&self, at: u64, dst: &mut [u8]) {
+        if ordered::is_ordered(self.opts.kind) {
+            self.copy_chunks(at as u32, dst);
+        } else {
+            self.copy_out(at, dst);
+        }
+    }
+
     /// Checks a (head, tail) pair; returns the items and bytes between them.
     fn span(&self, head: Cursor, tail: Cursor) -> Result<(u32, u64)> {
         let (h, t) = (u64::from(head.off), u64::from(tail.off));
@@ -824,6 +857,9 @@ impl SharedQueue {
     /// After a holder of `side`'s lock died: nothing is half-committed (see the module
     /// documentation); check the cursors and reset the side's hint.
     fn repair(&self, side: Side) -> Result<()> {
+        if ordered::is_ordered(self.opts.kind) {
+            return self.repair_ordered(side);
+        }
         let h = self.header();
         let head = Cursor::load(&h.head, Acquire);
         let tail = Cursor::load(&h.tail, Acquire);
@@ -837,11 +873,12 @@ impl SharedQueue {
 
     // ---- putting -------------------------------------------------------------------------
 
-    /// Puts `item` at the end of the queue, waiting while it is full (by count or by bytes)
-    /// until `deadline`. `priority` is ignored (FIFO kinds).
+    /// Puts `item` into the queue, waiting while it is full (by count or by bytes) until
+    /// `deadline`. `priority` orders a priority queue (the lowest first, first in first out
+    /// among equals); the other kinds ignore it.
     ///
-    /// Errors: `WEFT_INVALID_ARGUMENT` for an item that never fits the ring; `WEFT_CLOSED`
-    /// once the queue is shut down; `WEFT_WOULD_BLOCK` (`Deadline::Now`, full) and
+    /// Errors: `WEFT_INVALID_ARGUMENT` for an item that never fits the queue's storage;
+    /// `WEFT_CLOSED` once the queue is shut down; `WEFT_WOULD_BLOCK` (`Deadline::Now`, full) and
     /// `WEFT_TIMEOUT`; `WEFT_CANCELLED`; `WEFT_CORRUPTED`.
     /// Thread safety: callable from any thread of any process.
     pub fn put(&self, item: &[u8], priority: i64, deadline: Deadline) -> Result<()> {
@@ -856,14 +893,18 @@ impl SharedQueue {
     }
 
     /// Puts `items` in order, as [`put`](Self::put) would one by one (waiting for room as
-    /// needed, until `deadline`), but writing as many as fit under one lock and one commit.
+    /// needed, until `deadline`), but writing as many as fit under one lock (and, for the FIFO
+    /// and simple kinds, one commit; the LIFO and priority kinds commit each item).
     /// Returns how many were put and `Ok`, or the error that stopped it after that many. An
     /// item that never fits is refused before anything is put: `(0, WEFT_INVALID_ARGUMENT)`.
     ///
     /// Errors: as [`put`](Self::put).
     /// Thread safety: callable from any thread of any process (another producer's items may
     /// come between two of these when it has to wait for room).
-    pub fn put_many(&self, items: &[&[u8]], _priority: i64, deadline: Deadline) -> (usize, Result<()>) {
+    pub fn put_many(&self, items: &[&[u8]], priority: i64, deadline: Deadline) -> (usize, Result<()>) {
+        if ordered::is_ordered(self.opts.kind) {
+            return self.put_many_ordered(items, priority, deadline);
+        }
         for item in items {
             if let Err(e) = self.check_size(item.len()) {
                 return (0, Err(e));
@@ -1058,7 +1099,12 @@ impl SharedQueue {
     /// Returns how many were taken (0: the first was refused).
     fn take(&self, max: usize, deadline: Deadline, visit: &mut dyn FnMut(u64, usize) -> Result<bool>) -> Result<usize> {
         loop {
-            let r = match self.try_take(max, deadline, visit) {
+            let attempt = if ordered::is_ordered(self.opts.kind) {
+                self.try_take_ordered(max, deadline, visit)
+            } else {
+                self.try_take(max, deadline, visit)
+            };
+            let r = match attempt {
                 Ok(Take::Took(n)) => return Ok(n),
                 Ok(Take::Refused) => Ok(0),
                 Ok(Take::Closed) => Err(closed()),
@@ -1075,7 +1121,8 @@ impl SharedQueue {
         }
     }
 
-    /// Removes and returns the first item, waiting until `deadline` while the queue is empty.
+    /// Removes and returns the next item (the oldest, the newest for LIFO, the lowest priority
+    /// for priority), waiting until `deadline` while the queue is empty.
     ///
     /// Errors: `WEFT_WOULD_BLOCK` (`Deadline::Now`, empty) and `WEFT_TIMEOUT`; `WEFT_CLOSED`
     /// when shut down and empty (at once after an immediate shutdown); `WEFT_CANCELLED`;
@@ -1085,16 +1132,16 @@ impl SharedQueue {
         let mut out = Vec::new();
         self.take(1, deadline, &mut |off, len| {
             out = vec![0; len];
-            self.copy_out(off, &mut out);
+            self.copy_item(off, &mut out);
             Ok(true)
         })?;
         Ok(out)
     }
 
-    /// Removes the first item, which must be exactly 8 bytes, and returns it as a native-endian
+    /// Removes the next item, which must be exactly 8 bytes, and returns it as a native-endian
     /// word.
     ///
-    /// Errors: as [`get`](Self::get); `WEFT_INVALID_STATE` when the first item is not 8 bytes
+    /// Errors: as [`get`](Self::get); `WEFT_INVALID_STATE` when the next item is not 8 bytes
     /// long (it stays in the queue).
     pub fn get_word(&self, deadline: Deadline) -> Result<usize> {
         let mut word = [0u8; 8];
@@ -1102,13 +1149,13 @@ impl SharedQueue {
             if len != 8 {
                 return Err(Error::new(WEFT_INVALID_STATE, format!("the next item is {len} bytes, not a word")));
             }
-            self.copy_out(off, &mut word);
+            self.copy_item(off, &mut word);
             Ok(true)
         })?;
         Ok(usize::from_ne_bytes(word))
     }
 
-    /// Removes the first item into `buf`: `Filled::Item(len)`; or, when `buf` is too small,
+    /// Removes the next item into `buf`: `Filled::Item(len)`; or, when `buf` is too small,
     /// leaves it in the queue and returns `Filled::TooSmall(len)`.
     ///
     /// Errors: as [`get`](Self::get).
@@ -1119,14 +1166,14 @@ impl SharedQueue {
             if len > buf.len() {
                 return Ok(false);
             }
-            self.copy_out(off, &mut buf[..len]);
+            self.copy_item(off, &mut buf[..len]);
             Ok(true)
         })?;
         Ok(if n == 1 { Filled::Item(size) } else { Filled::TooSmall(size) })
     }
 
     /// Waits until `deadline` for at least one item, then removes and returns up to `max`
-    /// items present, in order, under one lock and one commit.
+    /// items present, in order, under one lock (and one commit for the FIFO and simple kinds).
     ///
     /// Errors: `WEFT_INVALID_ARGUMENT` when `max` is 0; as [`get`](Self::get).
     pub fn get_many(&self, max: usize, deadline: Deadline) -> Result<Vec<Vec<u8>>> {
@@ -1136,7 +1183,7 @@ impl SharedQueue {
         let mut out = Vec::new();
         self.take(max, deadline, &mut |off, len| {
             let mut item = vec![0; len];
-            self.copy_out(off, &mut item);
+            self.copy_item(off, &mut item);
             out.push(item);
             Ok(true)
         })?;

@@ -1,5 +1,6 @@
 //! Cross-process tests of the shared queue: forked producers and consumers, processes killed
-//! at random moments, and (ignored) the throughput and latency measurements.
+//! at random moments, and (ignored) the throughput and latency measurements. The message
+//! helpers serve the LIFO and priority kinds' tests too (`ordered_process_tests.rs`).
 
 use super::*;
 use crate::status::WEFT_WOULD_BLOCK;
@@ -10,13 +11,13 @@ use std::sync::atomic::AtomicU8;
 const NEVER: Deadline = Deadline::Never;
 
 /// Zeroed memory in an anonymous `MAP_SHARED` mapping, seen by forked children.
-struct Shm {
+pub(super) struct Shm {
     p: *mut u8,
     len: usize,
 }
 
 impl Shm {
-    fn new(len: usize) -> Shm {
+    pub(super) fn new(len: usize) -> Shm {
         // SAFETY: an anonymous shared mapping of `len` bytes, checked below.
         let p = unsafe {
             libc::mmap(
@@ -32,14 +33,14 @@ impl Shm {
         Shm { p: p as *mut u8, len }
     }
 
-    fn u64(&self, i: usize) -> &AtomicU64 {
+    pub(super) fn u64(&self, i: usize) -> &AtomicU64 {
         assert!(8 * i + 8 <= self.len);
         // SAFETY: in bounds (checked), 8-aligned (page-aligned base), zero-initialised;
         // AtomicU64 accepts any bits and shared mutation.
         unsafe { &*(self.p.add(8 * i) as *const AtomicU64) }
     }
 
-    fn u8(&self, i: usize) -> &AtomicU8 {
+    pub(super) fn u8(&self, i: usize) -> &AtomicU8 {
         assert!(i < self.len);
         // SAFETY: in bounds (checked); AtomicU8 accepts any bits and shared mutation.
         unsafe { &*(self.p.add(i) as *const AtomicU8) }
@@ -53,7 +54,7 @@ impl Drop for Shm {
     }
 }
 
-fn mix(mut x: u64) -> u64 {
+pub(super) fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
@@ -63,11 +64,11 @@ fn mix(mut x: u64) -> u64 {
 
 /// Bytes before a message's payload: producer u32, seq u32, length u32, 0 u32, checksum u64.
 const MSG_HEAD: usize = 24;
-const BIG: usize = 64 << 10;
+pub(super) const BIG: usize = 64 << 10;
 
 /// The size of message `seq` of producer `p`: mostly small, some of a few KiB, one in 16 of
 /// 64 KiB.
-fn msg_len(p: u32, seq: u32) -> usize {
+pub(super) fn msg_len(p: u32, seq: u32) -> usize {
     let x = mix(u64::from(p) << 32 | u64::from(seq));
     MSG_HEAD
         + match x % 16 {
@@ -82,7 +83,7 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Writes message `seq` of producer `p` into `out`.
-fn message(p: u32, seq: u32, out: &mut Vec<u8>) {
+pub(super) fn message(p: u32, seq: u32, out: &mut Vec<u8>) {
     let len = msg_len(p, seq);
     out.clear();
     out.resize(len, 0);
@@ -99,7 +100,7 @@ fn message(p: u32, seq: u32, out: &mut Vec<u8>) {
 }
 
 /// Checks a received message completely (header, checksum, every byte); its (p, seq).
-fn verify(m: &[u8], scratch: &mut Vec<u8>) -> Option<(u32, u32)> {
+pub(super) fn verify(m: &[u8], scratch: &mut Vec<u8>) -> Option<(u32, u32)> {
     if m.len() < MSG_HEAD {
         return None;
     }
@@ -176,7 +177,7 @@ fn processes_exchange_checksummed_messages_exactly_once() {
 }
 
 /// The queue's items (drained) and whether it is shut down.
-fn drain(q: &SharedQueue, what: &str) -> (bool, Vec<Vec<u8>>) {
+pub(super) fn drain(q: &SharedQueue, what: &str) -> (bool, Vec<Vec<u8>>) {
     let shut = q.is_shut_down();
     let mut items = Vec::new();
     loop {
