@@ -1,16 +1,18 @@
-//! weft's thread pool vs its peers, side by side in one run (DESIGN.md §6). See
-//! benches/README.md.
+//! weft's thread and process pools vs their peers, side by side in one run (DESIGN.md §6).
+//! See benches/README.md.
 //!
 //! `cargo bench --bench pool [-- FILTER...]` runs the benchmarks (or those whose key starts
-//! with one of the FILTER words: `threads`, `scaling`).
+//! with one of the FILTER words: `threads`, `scaling`, `processes`, `map`).
 //!
 //! Method: the harness of benches/common (interleaved slices in rotating order, several
 //! rounds, median of rounds, ratios of per-round samples). Every sample checks its own work
 //! (the count and the value of every result) and a failed check aborts the run. weft is called
-//! through its exported `extern "C"` functions with a C task function. The peers: rayon (a pool
+//! through its exported `extern "C"` functions with a C task function; process pools start
+//! their workers with fork (the task functions are this binary's). The peers: rayon (a pool
 //! of 2 threads built once), GLib's GThreadPool (loaded at run time; left out when
-//! libglib-2.0.so.0 is missing; built once) and CPython's concurrent.futures.ThreadPoolExecutor
-//! (benches/pool_peer.py, one long-running interpreter).
+//! libglib-2.0.so.0 is missing; built once) and CPython's concurrent.futures executors and
+//! multiprocessing.Pool (benches/pool_peer.py, one long-running interpreter). Every pool is
+//! built once per benchmark, not per sample.
 //!
 //! Environment: `WEFT_BENCH_ROUNDS` (default 7), `WEFT_BENCH_CHUNKS` (default 5),
 //! `WEFT_BENCH_SCALE` (default 1.0), `WEFT_BENCH_ONLY`, `WEFT_BENCH_VERBOSE=1`,
@@ -32,6 +34,7 @@ use weft::capi::pool::{
     weft_pool, weft_pool_free, weft_pool_map, weft_pool_new, weft_pool_options, weft_pool_shutdown, weft_pool_submit,
     WEFT_POOL_PROCESSES, WEFT_POOL_THREADS,
 };
+use weft::capi::process::WEFT_START_FORK;
 use weft::capi::status::{weft_bytes, weft_bytes_data, weft_bytes_free, weft_bytes_len, weft_last_error_message, weft_status_name};
 use weft::status::{weft_status, WEFT_INVALID_ARGUMENT, WEFT_OK};
 use weft::time::WEFT_FOREVER;
@@ -77,9 +80,20 @@ fn thread_pool(workers: u32) -> *mut weft_pool {
     p
 }
 
+/// A pool of `workers` worker processes started with fork (the task functions are this
+/// binary's: a forked worker calls them at the parent's address).
+fn process_pool(workers: u32) -> *mut weft_pool {
+    let mut o = pool_options(WEFT_POOL_PROCESSES, workers);
+    o.start_method = WEFT_START_FORK;
+    let mut p: *mut weft_pool = null_mut();
+    // SAFETY: valid options and out-pointer.
+    check(unsafe { weft_pool_new(&o, &mut p) }, "weft_pool_new (processes)");
+    p
+}
+
 /// Shuts a pool down (waiting for its workers) and frees it.
 fn end_pool(p: *mut weft_pool) {
-    // SAFETY: a live pool from thread_pool; not used afterwards.
+    // SAFETY: a live pool from thread_pool or process_pool; not used afterwards.
     unsafe {
         check(weft_pool_shutdown(p, true, false, WEFT_FOREVER), "weft_pool_shutdown");
         weft_pool_free(p);
@@ -183,6 +197,77 @@ fn weft_map(pool: *mut weft_pool, n: u64, next: &mut u64, items: &mut Vec<u64>) 
         left -= k;
     }
     elapsed as f64 / n as f64
+}
+
+/// Items of one big map (benchmark 4).
+const MAP_ITEMS: u64 = 1_000_000;
+
+/// weft_pool_map of `maps` maps of `count` u64 items each, `chunksize` items per chunk (0:
+/// chosen by weft); for each map the items base..base+count are written first, and the packed
+/// results are checked after the clock stops (as the Python peer checks its list); ns per item.
+fn weft_map_big(pool: *mut weft_pool, maps: u64, count: u64, chunksize: usize, next: &mut u64, items: &mut Vec<u64>) -> f64 {
+    let mut elapsed = 0;
+    for _ in 0..maps {
+        let base = *next;
+        *next += count;
+        items.clear();
+        items.extend(base..base + count);
+        let mut out: *mut weft_bytes = null_mut();
+        let t0 = now_ns();
+        // SAFETY: live pool; `count` items of 8 bytes; writable out-pointer.
+        check(
+            unsafe { weft_pool_map(pool, Some(add_one), items.as_ptr().cast(), 8, count as usize, chunksize, WEFT_FOREVER, &mut out) },
+            "weft_pool_map",
+        );
+        elapsed += now_ns() - t0;
+        // SAFETY: a live weft_bytes; the data is read before it is freed.
+        let (p, len) = unsafe { (weft_bytes_data(out).cast::<u8>(), weft_bytes_len(out)) };
+        assert_eq!(len, 16 * count as usize, "map: {len} bytes of results for {count} items");
+        for i in 0..count as usize {
+            // SAFETY: within the `len` bytes checked above; unaligned reads.
+            let (l, v) = unsafe { (std::ptr::read_unaligned(p.add(16 * i).cast::<u64>()), std::ptr::read_unaligned(p.add(16 * i + 8).cast::<u64>())) };
+            assert!(l == 8 && v == base + i as u64 + 1, "map item {i}: length {l}, value {v}");
+        }
+        // SAFETY: ours, not used afterwards.
+        unsafe { weft_bytes_free(out) };
+    }
+    elapsed as f64 / (maps * count) as f64
+}
+
+/// The last error message of this thread (weft_last_error_message).
+fn last_error() -> String {
+    // SAFETY: weft_last_error_message never returns NULL; the string is read at once.
+    unsafe { CStr::from_ptr(weft_last_error_message()) }.to_string_lossy().into_owned()
+}
+
+/// The chunk size benchmark 4 measures `pool` with: 0 (weft's choice) when a map of `count`
+/// items succeeds with it. Otherwise the failure, and the largest of Python's default chunk
+/// size (count / (4 x workers), rounded up) halved k >= 1 times with which a map succeeds.
+fn map_chunk(pool: *mut weft_pool, count: u64) -> (usize, Option<String>) {
+    let items: Vec<u64> = (0..count).collect();
+    let try_map = |chunk: usize| -> Result<(), String> {
+        let mut out: *mut weft_bytes = null_mut();
+        // SAFETY: live pool; `count` items of 8 bytes; writable out-pointer.
+        let rc = unsafe { weft_pool_map(pool, Some(add_one), items.as_ptr().cast(), 8, count as usize, chunk, WEFT_FOREVER, &mut out) };
+        if rc != WEFT_OK {
+            return Err(format!("{}: {}", status_name(rc), last_error()));
+        }
+        // SAFETY: a live weft_bytes, ours, not used afterwards.
+        unsafe { weft_bytes_free(out) };
+        Ok(())
+    };
+    let default_failure = match try_map(0) {
+        Ok(()) => return (0, None),
+        Err(e) => e,
+    };
+    let mut c = weft::pool::auto_chunksize(count as usize, WORKERS as usize) / 2;
+    while c > 0 {
+        if try_map(c).is_ok() {
+            return (c, Some(default_failure));
+        }
+        c /= 2;
+    }
+    panic!("weft_pool_map of {count} items fails with every chunk size: {default_failure}");
 }
 
 /// One rayon task per slot: slot i receives base + i + 1.
@@ -464,12 +549,32 @@ fn machine_busy() -> f64 {
     busy as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
-/// This process's CPU time so far (every thread), in seconds.
+/// This process's CPU time so far (every thread), plus that of its live children (a process
+/// pool's workers; the Python peer, idle while weft runs), in seconds.
 fn own_cpu() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9 + children_cpu()
+}
+
+/// CPU time of this process's live children (utime + stime of /proc/PID/stat, every thread
+/// of theirs), in seconds; 0 where /proc does not say.
+fn children_cpu() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for pid in kids.split_whitespace() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|w| w.parse().ok()).collect();
+            ticks += f.iter().sum::<u64>();
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 /// `run`, accounting the neighbours' CPU use during each call into `acc`.
@@ -541,6 +646,21 @@ fn print_speedups(log: &Log, cfg: &Config, title: &str, rows: &[(u64, &'static s
     out
 }
 
+/// Prints the throughput of each named row (from the median of its per-round samples, ns per
+/// task or item), with the issue's figure for it in brackets.
+fn print_rates(log: &Log, cfg: &Config, rows: &[(&'static str, &str)]) {
+    println!("   throughput, median of rounds (the issue's figures on this class of machine in brackets):");
+    for &(name, reference) in rows {
+        let r = rounds(log, cfg, name);
+        if r.is_empty() {
+            continue;
+        }
+        let rate = 1e3 / median(&r);
+        let shown = if rate >= 1.0 { format!("{rate:.2} M/s") } else { format!("{:.1} k/s", rate * 1e3) };
+        println!("     {:<37} {:>12}   [{reference}]", name, shown);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
@@ -564,6 +684,7 @@ fn main() {
     let log: Log = RefCell::new(HashMap::new());
     let mut verdicts = Vec::new();
     let mut scaling_lines = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
 
     if want("threads") {
         const W_SUBMIT: &str = "weft submit+result (C ABI)";
@@ -607,23 +728,18 @@ fn main() {
                 &[Target { id: "1", what: "thread pool >= 3 M tasks/s", weft: W_SUBMIT, peer: RAYON, goal: Goal::Under(1e9 / 3e6) }],
             ));
         }
-        println!("   throughput, median of rounds (the issue's figures on this class of machine in brackets):");
-        for (name, reference) in [
-            (W_SUBMIT, "target >= 3 M/s"),
-            (W_MAP, "-"),
-            (RAYON, "~2.6 M/s"),
-            (RAYON_IN, "-"),
-            (GLIB, "~1.3 M/s"),
-            (PY, "~79 k/s"),
-        ] {
-            let r = rounds(&log, &cfg, name);
-            if r.is_empty() {
-                continue;
-            }
-            let rate = 1e3 / median(&r);
-            let shown = if rate >= 1.0 { format!("{rate:.2} M tasks/s") } else { format!("{:.1} k tasks/s", rate * 1e3) };
-            println!("     {:<37} {:>16}   [{reference}]", name, shown);
-        }
+        print_rates(
+            &log,
+            &cfg,
+            &[
+                (W_SUBMIT, "target >= 3 M/s"),
+                (W_MAP, "-"),
+                (RAYON, "~2.6 M/s"),
+                (RAYON_IN, "-"),
+                (GLIB, "~1.3 M/s"),
+                (PY, "~79 k/s"),
+            ],
+        );
         end_pool(pool);
         drop(glib);
     }
@@ -679,13 +795,17 @@ fn main() {
         }
 
         let mut py_speedups = Vec::new();
-        if has_py {
+        let py_iters: u64 = if has_py {
             let words = py.borrow_mut().as_mut().unwrap().ask("calibrate 1").unwrap_or_else(|e| panic!("{e}"));
-            let py_iters: u64 = words.first().and_then(|w| w.parse().ok()).expect("calibrate: bad answer");
+            words.first().and_then(|w| w.parse().ok()).expect("calibrate: bad answer")
+        } else {
+            0
+        };
+        let mut ws: Vec<u64> = vec![1, 2, cpus].into_iter().filter(|&w| w <= cpus.max(1)).collect();
+        ws.dedup();
+        if has_py {
             println!();
             println!("(scaling, Python: a task = spin({py_iters}) in pure Python, about 1 ms; the GIL serialises it)");
-            let mut ws: Vec<u64> = vec![1, 2, cpus].into_iter().filter(|&w| w <= cpus.max(1)).collect();
-            ws.dedup();
             let py_rows: Vec<(u64, &'static str)> = ws
                 .iter()
                 .map(|&w| (w, &*Box::leak(format!("Python ThreadPoolExecutor({w})").into_boxed_str())))
@@ -703,6 +823,85 @@ fn main() {
             ));
             py_speedups = print_speedups(&log, &cfg, "Python", &py_rows);
         }
+
+        // 2c: the same C task over 1..N worker processes (fork), beside rayon again (what the
+        // machine allowed in these seconds).
+        println!();
+        println!("(scaling, processes: the same weft task over pools of k worker processes, fork start; pools built once)");
+        let ppools: Vec<(u64, *mut weft_pool)> = counts.iter().map(|&k| (k, process_pool(k as u32))).collect();
+        let proc_rows: Vec<(u64, &'static str)> = counts
+            .iter()
+            .map(|&k| (k, &*Box::leak(format!("weft, {k} worker process{}", if k == 1 { "" } else { "es" }).into_boxed_str())))
+            .collect();
+        let rayons: Vec<rayon::ThreadPool> =
+            counts.iter().map(|&k| rayon::ThreadPoolBuilder::new().num_threads(k as usize).build().expect("rayon pool")).collect();
+        let nb2 = RefCell::new(Neighbours::default());
+        let mut cs = Vec::new();
+        for (&(k, p), &(_, name)) in ppools.iter().zip(&proc_rows) {
+            let exp = &expected;
+            let role = if k == 1 { Role::Peer } else { Role::Weft };
+            cs.push(logged(&log, name, role, watched(&nb2, move |s| weft_spin(p, k, scaled(SPIN_PER_WORKER, s), iters, exp))));
+        }
+        let rayon_rows2: Vec<(u64, &'static str)> = rayon_rows
+            .iter()
+            .map(|&(k, name)| (k, &*Box::leak(format!("{name} (2c)").into_boxed_str())))
+            .collect();
+        for (r, &(k, name)) in rayons.iter().zip(&rayon_rows2) {
+            let (exp, mut out) = (&expected, Vec::new());
+            cs.push(logged(&log, name, Role::Info, watched(&nb2, move |s| rayon_spin(r, k, scaled(SPIN_PER_WORKER, s), iters, exp, &mut out))));
+        }
+        verdicts.extend(bench(
+            &cfg,
+            "2c scaling: CPU-bound C tasks over 1..N process workers",
+            "k x T tasks of ~1 ms submitted at once to a pool of k worker processes (T per worker per slice), \
+             every result read and checked; ns per task (wall time / tasks)",
+            cs,
+            &[],
+        ));
+        let proc_speedups = print_speedups(&log, &cfg, "weft processes", &proc_rows);
+        let rayon_speedups2 = print_speedups(&log, &cfg, "rayon (same task, same seconds)", &rayon_rows2);
+        drop(rayons);
+        let busy2 = {
+            let n = nb2.borrow();
+            if n.wall > 0.0 { n.others / n.wall } else { f64::NAN }
+        };
+        let busy_note2 = format!("other processes kept {busy2:.2} of {online} CPUs busy meanwhile");
+        if busy2.is_finite() {
+            println!("   {busy_note2} (/proc/stat busy time, steal included, minus the CPU time of this process and its children)");
+        }
+        for &(_, p) in &ppools {
+            end_pool(p);
+        }
+
+        // 2d: Python's process pools on the pure-Python task.
+        let (mut ppe_speedups, mut mp_speedups) = (Vec::new(), Vec::new());
+        if has_py {
+            println!();
+            println!("(scaling, Python processes: the pure-Python spin({py_iters}) over ProcessPoolExecutor(w) and multiprocessing.Pool(w), fork)");
+            let ppe_rows: Vec<(u64, &'static str)> =
+                ws.iter().map(|&w| (w, &*Box::leak(format!("Python ProcessPoolExecutor({w})").into_boxed_str()))).collect();
+            let mp_rows: Vec<(u64, &'static str)> =
+                ws.iter().map(|&w| (w, &*Box::leak(format!("Python multiprocessing.Pool({w})").into_boxed_str()))).collect();
+            let mut cs = Vec::new();
+            for (kind, rows) in [("ppe", &ppe_rows), ("mp", &mp_rows)] {
+                for &(w, name) in rows.iter() {
+                    let py_run = &py_run;
+                    cs.push(logged(&log, name, Role::Info, move |s| {
+                        py_run(format!("pspin {kind} {w} {} {py_iters}", w * scaled(SPIN_PER_WORKER / 2.0, s)))
+                    }));
+                }
+            }
+            verdicts.extend(bench(
+                &cfg,
+                "2d scaling: CPU-bound pure-Python tasks over 1..N Python worker processes",
+                "w x T tasks of ~1 ms submitted at once (ProcessPoolExecutor.submit, Pool.apply_async), \
+                 every result checked; ns per task",
+                cs,
+                &[],
+            ));
+            ppe_speedups = print_speedups(&log, &cfg, "Python ProcessPoolExecutor", &ppe_rows);
+            mp_speedups = print_speedups(&log, &cfg, "Python multiprocessing.Pool", &mp_rows);
+        }
         let two = |v: &[(u64, f64)]| v.iter().find(|r| r.0 == 2).map(|r| r.1);
         match two(&weft_speedups) {
             Some(s) => scaling_lines.push(format!(
@@ -718,27 +917,111 @@ fn main() {
         if let Some(s) = two(&py_speedups) {
             scaling_lines.push(format!("   2b Python ThreadPoolExecutor, 2 workers: speedup {s:.3}x over 1 worker (expected ~1.0x: the GIL)"));
         }
+        if let Some(s) = two(&proc_speedups) {
+            scaling_lines.push(format!(
+                "   2c weft, 2 worker processes: speedup {s:.3}x over 1 worker (target >= 1.95x)  {}  ({busy_note2})",
+                if s >= 1.95 { "PASS" } else { "MISS" }
+            ));
+        }
+        if let Some(s) = two(&rayon_speedups2) {
+            scaling_lines.push(format!("   2c rayon, 2 threads, same task, same seconds: speedup {s:.3}x over 1 thread"));
+        }
+        if let Some(s) = two(&ppe_speedups) {
+            scaling_lines.push(format!("   2d Python ProcessPoolExecutor, 2 workers: speedup {s:.3}x over 1 worker (pure-Python task)"));
+        }
+        if let Some(s) = two(&mp_speedups) {
+            scaling_lines.push(format!("   2d Python multiprocessing.Pool, 2 workers: speedup {s:.3}x over 1 worker (pure-Python task)"));
+        }
+    }
+
+    if want("processes") {
+        const W_PSUBMIT: &str = "weft processes submit+result (C ABI)";
+        const MP_APPLY: &str = "Python mp.Pool apply_async+get";
+        const PY_PPE: &str = "Python ProcessPoolExecutor";
+        let pool = process_pool(WORKERS);
+        {
+            let mut cs = Vec::new();
+            let (mut n1, mut futs) = (0u64, Vec::with_capacity(BURST as usize));
+            cs.push(logged(&log, W_PSUBMIT, Role::Weft, move |s| weft_submit(pool, scaled(100_000.0, s), &mut n1, &mut futs)));
+            if has_py {
+                cs.push(logged(&log, MP_APPLY, Role::Peer, |s| py_run(format!("mpapply {} {WORKERS} {BURST}", scaled(5_000.0, s)))));
+                cs.push(logged(&log, PY_PPE, Role::Peer, |s| py_run(format!("ppe {} {WORKERS} {BURST}", scaled(5_000.0, s)))));
+            }
+            verdicts.extend(bench(
+                &cfg,
+                "3 process pool: trivial tasks, submit -> result",
+                &format!(
+                    "{WORKERS} worker processes each, fork (pools built once); bursts of <= {BURST} tasks \
+                     (u64 in, u64 + 1 out; Python: inc(x)), then every result read and checked; ns per task"
+                ),
+                cs,
+                &[Target { id: "3", what: "process pool >= 500 k tasks/s", weft: W_PSUBMIT, peer: MP_APPLY, goal: Goal::Under(1e9 / 5e5) }],
+            ));
+        }
+        print_rates(&log, &cfg, &[(W_PSUBMIT, "target >= 500 k/s"), (MP_APPLY, "~18 k/s"), (PY_PPE, "~12 k/s")]);
+        end_pool(pool);
+    }
+
+    if want("map") {
+        const W_TMAP: &str = "weft threads map 1 M (C ABI)";
+        const MP_MAP: &str = "Python mp.Pool.map 1 M";
+        let ppool = process_pool(WORKERS);
+        let tpool = thread_pool(WORKERS);
+        // weft's default chunking, unless a map with it fails (then the row says which size).
+        let (chunk, default_failure) = map_chunk(ppool, MAP_ITEMS);
+        let (w_pmap, id, what): (&'static str, &'static str, &'static str) = if chunk == 0 {
+            ("weft processes map 1 M (C ABI)", "4", "process map >= 10 M items/s")
+        } else {
+            (
+                Box::leak(format!("weft processes map 1 M, chunks {chunk}").into_boxed_str()),
+                "4*",
+                Box::leak(format!("map, chunks of {chunk} >= 10 M/s").into_boxed_str()),
+            )
+        };
+        if let Some(e) = &default_failure {
+            println!();
+            println!("(4: weft_pool_map of {MAP_ITEMS} items with the default chunk size (0) FAILS on a process pool: {e}");
+            println!(" the weft row below uses chunks of {chunk} items instead, and its target is marked 4*)");
+            notes.push(format!(
+                "   4  process map, default chunking: weft_pool_map(chunksize 0) of {MAP_ITEMS} items fails ({}) (target >= 10 M items/s)  MISS\n\
+                 \x20     row 4* measured chunks of {chunk} items instead",
+                e.split(':').next().unwrap_or("")
+            ));
+        }
+        {
+            let mut cs = Vec::new();
+            let (mut n1, mut items1) = (0u64, Vec::with_capacity(MAP_ITEMS as usize));
+            cs.push(logged(&log, w_pmap, Role::Weft, move |s| weft_map_big(ppool, scaled(5.0, s), MAP_ITEMS, chunk, &mut n1, &mut items1)));
+            let (mut n2, mut items2) = (0u64, Vec::with_capacity(MAP_ITEMS as usize));
+            cs.push(logged(&log, W_TMAP, Role::Info, move |s| weft_map_big(tpool, scaled(5.0, s), MAP_ITEMS, 0, &mut n2, &mut items2)));
+            if has_py {
+                cs.push(logged(&log, MP_MAP, Role::Peer, |s| {
+                    let maps = scaled(5.0, s);
+                    (0..maps).map(|_| py_run(format!("mpmap {MAP_ITEMS} {WORKERS}"))).sum::<f64>() / maps as f64
+                }));
+            }
+            verdicts.extend(bench(
+                &cfg,
+                "4 process pool: map of 1,000,000 trivial items",
+                &format!(
+                    "{WORKERS} workers each (pools built once); one map of {MAP_ITEMS} items (8 bytes in, 8 out) \
+                     with the default chunking (weft: {}, Python: Pool.map's own, {} items), results checked \
+                     after the clock stops; ns per item",
+                    if chunk == 0 { "chunk size 0".to_string() } else { format!("chunks of {chunk}: the default fails") },
+                    weft::pool::auto_chunksize(MAP_ITEMS as usize, WORKERS as usize)
+                ),
+                cs,
+                &[Target { id, what, weft: w_pmap, peer: MP_MAP, goal: Goal::Under(1e9 / 1e7) }],
+            ));
+        }
+        print_rates(&log, &cfg, &[(w_pmap, "target >= 10 M/s"), (W_TMAP, "-"), (MP_MAP, "~6.7 M/s")]);
+        end_pool(ppool);
+        end_pool(tpool);
     }
 
     print_summary(&verdicts);
-    for l in &scaling_lines {
+    for l in scaling_lines.iter().chain(&notes) {
         println!("{l}");
-    }
-    if want("scaling") {
-        println!();
-        println!("   TODO(process pools): no process-worker rows yet (weft process pools vs ProcessPoolExecutor");
-        println!("   and multiprocessing.Pool on the same CPU-bound task). weft_pool_new(WEFT_POOL_PROCESSES) says: {}.", {
-            let o = pool_options(WEFT_POOL_PROCESSES, 1);
-            let mut p: *mut weft_pool = null_mut();
-            // SAFETY: valid options and out-pointer.
-            let rc = unsafe { weft_pool_new(&o, &mut p) };
-            if rc == WEFT_OK {
-                end_pool(p);
-                "WEFT_OK — process pools exist now: add their rows here".to_string()
-            } else {
-                status_name(rc)
-            }
-        });
     }
     println!("load average at end: {}", loadavg());
     println!("total time: {:.1} s", start.elapsed().as_secs_f64());

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""CPython's peer for benches/pool.rs: concurrent.futures.ThreadPoolExecutor, measured
-in-process.
+"""CPython's peer for benches/pool.rs: concurrent.futures.ThreadPoolExecutor and
+ProcessPoolExecutor, and multiprocessing.Pool, measured in-process.
 
 The bench starts this script once and keeps it running, so that Python's start-up (and each
 executor's thread start-up) is paid once and its slices can be interleaved with weft's. One
@@ -14,10 +14,26 @@ command per line on stdin, one answer line on stdout ("ok <value>..." or "error 
     spin W M ITERS     a ThreadPoolExecutor(W): M tasks spin(seed, ITERS) (a pure-Python
                        CPU-bound loop) submitted at once, every result read and checked
                        against the value computed once beforehand; ns per task
+    ppe N W BURST      a ProcessPoolExecutor(W) (fork context), made once per W: N trivial
+                       tasks inc(x), submitted in bursts of at most BURST; after each burst
+                       every future's result is read and checked; ns per task
+    mpapply N W BURST  a multiprocessing.Pool(W) (fork context), made once per W: N trivial
+                       tasks, apply_async(inc, (x,)) one per task in bursts of at most BURST,
+                       then .get() of each checked; ns per task
+    mpmap N W          Pool(W).map(inc, range(B, B + N)) with Pool.map's default chunking
+                       (len / (4 W), rounded up); the list checked after the clock stops;
+                       ns per item
+    pspin KIND W M ITERS  KIND ppe (ProcessPoolExecutor(W).submit) or mp
+                       (multiprocessing.Pool(W).apply_async): M tasks spin(seed, ITERS)
+                       submitted at once, every result checked; ns per task
     quit
+
+The process pools' workers are forked once, when a pool is first used (the bench's warm-up
+call), and reused by every later command, as the bench reuses weft's pools.
 """
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import multiprocessing as mp
 import sys
 import time
 
@@ -31,6 +47,25 @@ def executor(w):
     if ex is None:
         ex = _executors[w] = ThreadPoolExecutor(max_workers=w)
     return ex
+
+
+_ctx = mp.get_context("fork")
+_ppes = {}
+_mppools = {}
+
+
+def ppe_of(w):
+    ex = _ppes.get(w)
+    if ex is None:
+        ex = _ppes[w] = ProcessPoolExecutor(max_workers=w, mp_context=_ctx)
+    return ex
+
+
+def mppool_of(w):
+    p = _mppools.get(w)
+    if p is None:
+        p = _mppools[w] = _ctx.Pool(w)
+    return p
 
 
 def inc(x):
@@ -58,6 +93,63 @@ def tpe(n, w, burst):
                 raise RuntimeError(f"task {i}: wrong result {f.result()}")
         elapsed += time.perf_counter_ns() - t0
         left -= k
+    return elapsed / n
+
+
+def ppe(n, w, burst):
+    """n trivial tasks on a ProcessPoolExecutor(w), in bursts; ns per task."""
+    global _next
+    submit = ppe_of(w).submit
+    left = n
+    elapsed = 0
+    while left:
+        k = min(left, burst)
+        base = _next
+        _next += k
+        t0 = time.perf_counter_ns()
+        fs = [submit(inc, base + i) for i in range(k)]
+        for i, f in enumerate(fs):
+            if f.result() != base + i + 1:
+                raise RuntimeError(f"task {i}: wrong result {f.result()}")
+        elapsed += time.perf_counter_ns() - t0
+        left -= k
+    return elapsed / n
+
+
+def mpapply(n, w, burst):
+    """n trivial tasks on a multiprocessing.Pool(w), one apply_async each, in bursts; ns per
+    task."""
+    global _next
+    apply_async = mppool_of(w).apply_async
+    left = n
+    elapsed = 0
+    while left:
+        k = min(left, burst)
+        base = _next
+        _next += k
+        t0 = time.perf_counter_ns()
+        rs = [apply_async(inc, (base + i,)) for i in range(k)]
+        for i, r in enumerate(rs):
+            v = r.get()
+            if v != base + i + 1:
+                raise RuntimeError(f"task {i}: wrong result {v}")
+        elapsed += time.perf_counter_ns() - t0
+        left -= k
+    return elapsed / n
+
+
+def mpmap(n, w):
+    """multiprocessing.Pool(w).map of inc over n items, default chunking; ns per item. The
+    result list is checked after the clock stops."""
+    global _next
+    pool = mppool_of(w)
+    base = _next
+    _next += n
+    t0 = time.perf_counter_ns()
+    r = pool.map(inc, range(base, base + n))
+    elapsed = time.perf_counter_ns() - t0
+    if len(r) != n or r != list(range(base + 1, base + n + 1)):
+        raise RuntimeError(f"map: wrong results ({len(r)} for {n} items)")
     return elapsed / n
 
 
@@ -107,6 +199,26 @@ def spin_tasks(w, m, iters):
     return (time.perf_counter_ns() - t0) / m
 
 
+def pspin(kind, w, m, iters):
+    """m CPU-bound tasks on a process pool of w workers; ns per task."""
+    exp = expected(iters)
+    t0 = time.perf_counter_ns()
+    if kind == "ppe":
+        submit = ppe_of(w).submit
+        fs = [submit(spin, i % SEEDS, iters) for i in range(m)]
+        got = (f.result() for f in fs)
+    elif kind == "mp":
+        apply_async = mppool_of(w).apply_async
+        rs = [apply_async(spin, (i % SEEDS, iters)) for i in range(m)]
+        got = (r.get() for r in rs)
+    else:
+        raise ValueError(f"unknown pool kind {kind}")
+    for i, v in enumerate(got):
+        if v != exp[i % SEEDS]:
+            raise RuntimeError(f"task {i}: wrong result {v}")
+    return (time.perf_counter_ns() - t0) / m
+
+
 def main():
     for line in sys.stdin:
         w = line.split()
@@ -120,12 +232,25 @@ def main():
                 print(f"ok {iters} {ns}", flush=True)
             elif w[0] == "spin":
                 print(f"ok {spin_tasks(int(w[1]), int(w[2]), int(w[3])):.1f}", flush=True)
+            elif w[0] == "ppe":
+                print(f"ok {ppe(int(w[1]), int(w[2]), int(w[3])):.1f}", flush=True)
+            elif w[0] == "mpapply":
+                print(f"ok {mpapply(int(w[1]), int(w[2]), int(w[3])):.1f}", flush=True)
+            elif w[0] == "mpmap":
+                print(f"ok {mpmap(int(w[1]), int(w[2])):.2f}", flush=True)
+            elif w[0] == "pspin":
+                print(f"ok {pspin(w[1], int(w[2]), int(w[3]), int(w[4])):.1f}", flush=True)
             else:
                 raise ValueError(f"unknown command {w[0]}")
         except Exception as e:  # noqa: BLE001 - reported to the bench, which aborts
             print(f"error {type(e).__name__}: {e}", flush=True)
     for ex in _executors.values():
         ex.shutdown(wait=True)
+    for ex in _ppes.values():
+        ex.shutdown(wait=True)
+    for p in _mppools.values():
+        p.close()
+        p.join()
 
 
 if __name__ == "__main__":

@@ -693,8 +693,9 @@ typedef struct {
      */
     uint64_t maxsize;
     /**
-     * Shared queues: bytes of item storage, which also bounds the queue (0: 1 MiB); an item
-     * larger than it is refused. Private queues ignore it.
+     * Shared queues: bytes of item storage, which also bounds the queue (0: as much as fits a
+     * queue of 1 MiB in all; `weft_queue_options_get` gives the actual size); an item larger
+     * than it is refused. Private queues ignore it.
      */
     uint64_t max_bytes;
     /**
@@ -2501,7 +2502,9 @@ weft_status weft_pool_imap(weft_pool *pool, weft_task_fn task, weft_next_fn next
  * following item); WEFT_WORKER_DIED; WEFT_CLOSED once every result was taken; WEFT_TIMEOUT /
  * WEFT_WOULD_BLOCK (nothing finished in time; call again); WEFT_CANCELLED. When the input
  * callback fails, its status comes after the results of the items before it, with the message
- * "the imap's input callback failed".
+ * "the imap's input callback failed". Likewise when the pool is closed (or its initializer
+ * failed) before the input was read to its end: the results of the chunks submitted before
+ * come first, then WEFT_CLOSED (or the initializer's failure) once, with the pool's message.
  *
  * # Safety
  * `it` NULL or a handle from weft; `result` NULL or writable.
@@ -3051,10 +3054,12 @@ weft_status weft_queue_new(const weft_queue_options *options, weft_queue **out);
 /**
  * Creates a queue in `space` (NULL: the default space, shared with children of every start
  * method), named `name` (NULL: unnamed; pass it to children with `weft_queue_token`). A named
- * queue can be opened from any process that opens the space. FIFO and simple queues (joinable
- * or not) can be shared; LIFO and priority queues give WEFT_UNSUPPORTED for now.
+ * queue can be opened from any process that opens the space. Every kind can be shared, joinable
+ * or not: FIFO and simple queues keep their items in a ring (each takes 8 bytes plus its length
+ * rounded up to 8), LIFO and priority queues in 64-byte chunks (each takes 24 bytes plus its
+ * length, rounded up to 64), in `max_bytes` of storage either way.
  * Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT, WEFT_EXISTS (the name is taken),
- * WEFT_NO_MEMORY (the space is full), WEFT_UNSUPPORTED, WEFT_CORRUPTED.
+ * WEFT_NO_MEMORY (the space is full), WEFT_CORRUPTED.
  *
  * # Safety
  * `space` NULL or a handle from weft; `name` NULL or a NUL-terminated string; `options` NULL or

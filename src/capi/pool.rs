@@ -371,7 +371,9 @@ pub unsafe extern "C" fn weft_pool_imap(
 /// following item); WEFT_WORKER_DIED; WEFT_CLOSED once every result was taken; WEFT_TIMEOUT /
 /// WEFT_WOULD_BLOCK (nothing finished in time; call again); WEFT_CANCELLED. When the input
 /// callback fails, its status comes after the results of the items before it, with the message
-/// "the imap's input callback failed".
+/// "the imap's input callback failed". Likewise when the pool is closed (or its initializer
+/// failed) before the input was read to its end: the results of the chunks submitted before
+/// come first, then WEFT_CLOSED (or the initializer's failure) once, with the pool's message.
 ///
 /// # Safety
 /// `it` NULL or a handle from weft; `result` NULL or writable.

@@ -56,9 +56,7 @@ impl Shared {
             }
         }
         drop(m);
-        for other in doomed {
-            other.cancel();
-        }
+        cancel_all(doomed);
         // A waiter sets SLEEPING with a compare-and-exchange on the count: either this
         // subtraction sees the bit, or that exchange fails on the changed count.
         let prev = self.count.fetch_sub(ONE, AcqRel);
@@ -115,9 +113,7 @@ impl Group {
             m.cancelled = true;
             m.live.values().cloned().collect()
         };
-        for f in all {
-            f.cancel();
-        }
+        cancel_all(all);
     }
 
     /// The number of unfinished members.
@@ -161,5 +157,15 @@ impl Group {
             (None, true) => Err(Error::new(WEFT_CANCELLED, "the group was cancelled")),
             (None, false) => Ok(()),
         }
+    }
+}
+
+/// Cancels `futures`: the pending ones first, then the running ones get their requests — so
+/// that a running member that stops at once cannot free a worker for a pending member not yet
+/// cancelled.
+fn cancel_all(futures: Vec<Future>) {
+    let (pending, rest): (Vec<Future>, Vec<Future>) = futures.into_iter().partition(|f| f.state() == super::State::Pending);
+    for f in pending.into_iter().chain(rest) {
+        f.cancel();
     }
 }

@@ -8,6 +8,8 @@
 //! chunk as chunks finish (item order within a chunk). A failed item gives its own error at
 //! its place and the iteration goes on, as Python's iterator raises and can be resumed. A
 //! source that fails ends the input: its error comes after the results of the items before it.
+//! So does a pool closed (or broken) while the input is not read to its end: the chunks
+//! submitted before still deliver their results, then the submit error comes.
 
 use super::chunk;
 use super::job::{Arg, Job};
@@ -65,7 +67,7 @@ impl Imap {
         while !self.ended && self.in_flight.len() < self.max_chunks {
             let mut packed = Vec::new();
             let mut n = 0;
-            while n < self.chunksize {
+            while n < self.chunksize && packed.len() < super::map::MAX_CHUNK_BYTES {
                 match (self.source)() {
                     Ok(Some(item)) => {
                         chunk::pack_item(&mut packed, &item);
@@ -86,7 +88,15 @@ impl Imap {
                 break;
             }
             let future = Future::new();
-            self.pool.submit_job(Job { func: self.func, arg: Arg::new(&packed), chunk: true, future: future.clone() })?;
+            let job = Job { func: self.func, arg: Arg::new(&packed), chunk: true, future: future.clone() };
+            if let Err(e) = self.pool.submit_job(job) {
+                // The pool was closed (or broke) meanwhile: the chunks in flight still deliver
+                // their results, then this error ends the imap, as a failed source does (the
+                // items read for this chunk are lost with it).
+                self.ended = true;
+                self.source_error = Some(e);
+                break;
+            }
             self.in_flight.push_back(future);
         }
         Ok(())
@@ -111,8 +121,9 @@ impl Imap {
     /// The next result: `Ok(Some(Ok(bytes)))` for an item that succeeded, `Ok(Some(Err(e)))`
     /// for an item that failed (its status and message), `Ok(None)` once everything was
     /// delivered. `Err` is this call's own failure: `WEFT_TIMEOUT` (nothing finished by the
-    /// deadline; call again), `WEFT_CANCELLED`, a submit error (the pool was closed), or the
-    /// source's error — once, after the results of the items before it; then `Ok(None)`.
+    /// deadline; call again), `WEFT_CANCELLED`, or the source's error or a submit error (the
+    /// pool was closed or broke meanwhile) — once, after the results of the chunks submitted
+    /// before it; then `Ok(None)`.
     pub fn next(&mut self, deadline: Deadline) -> Result<Option<Result<Vec<u8>>>> {
         loop {
             if let Some(r) = self.ready.pop_front() {

@@ -18,6 +18,10 @@ use crate::status::{Error, Result, WEFT_CANCELLED, WEFT_NO_MEMORY, WEFT_OK};
 use std::sync::atomic::{AtomicUsize, Ordering::AcqRel};
 use std::sync::Arc;
 
+/// A chunk is cut when its packed items reach this many bytes, whatever the chunk size says,
+/// so that a chunk always fits a process worker's task queue.
+pub(crate) const MAX_CHUNK_BYTES: usize = 256 << 10;
+
 /// Python's chunk size for `count` items over `workers` workers: about four chunks per
 /// worker (`divmod(len, workers * 4)`, rounded up), at least 1.
 pub fn auto_chunksize(count: usize, workers: usize) -> usize {
@@ -96,7 +100,7 @@ impl Pool {
         for item in items {
             chunk::pack_item(&mut packed, item);
             in_chunk += 1;
-            if in_chunk == chunksize {
+            if in_chunk == chunksize || packed.len() >= MAX_CHUNK_BYTES {
                 jobs.push(Job { func, arg: Arg::new(&packed), chunk: true, future: Future::new() });
                 packed.clear();
                 in_chunk = 0;

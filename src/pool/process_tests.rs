@@ -200,6 +200,18 @@ fn map_over_processes_keeps_item_order() {
 }
 
 #[test]
+fn a_large_map_is_cut_into_chunks_that_fit_the_workers_queues() {
+    // Python's rule would give 200_000 / 8 = 25_000 items (400 KB) per chunk: more than a
+    // chunk may carry, so chunks are cut by size too.
+    let p = pool(2);
+    let items: Vec<[u8; 8]> = (0..200_000u64).map(|i| i.to_ne_bytes()).collect();
+    let packed = p.map(work, items.iter().map(|i| &i[..]), 0, NEVER).unwrap();
+    assert_eq!(chunk::items(&packed).count(), 200_000);
+    assert_eq!(chunk::items(&packed).last().map(|r| u64_of(r.unwrap())), Some(200_000));
+    p.shutdown(true, false, NEVER).unwrap();
+}
+
+#[test]
 fn close_then_join_and_terminate() {
     let p = pool(2);
     let fs: Vec<Future> = (0..500u64).map(|i| p.submit(work, &arg(i, None)).unwrap()).collect();

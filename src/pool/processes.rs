@@ -53,6 +53,8 @@ const TASK_QUEUE_BYTES: u64 = 1 << 20;
 const RESULT_QUEUE_BYTES: u64 = 4 << 20;
 /// How often the collector checks the workers' processes when answers keep coming.
 const CHECK_NS: u64 = 10_000_000;
+/// Tasks slower than this (the pace of a worker's answers) are sent at most two at a time.
+const LONG_TASK_NS: u64 = 50_000;
 /// Answers the collector takes at once.
 const BATCH: usize = 256;
 
@@ -79,6 +81,8 @@ struct Worker {
     defined: Vec<bool>,
     /// Tasks this worker may still be sent (`max_tasks`), or `u64::MAX`.
     quota: u64,
+    /// When this worker's last answer was taken (0: none yet, or it had been idle).
+    last_answer_ns: u64,
 }
 
 struct State {
@@ -97,6 +101,8 @@ struct State {
     broken: Option<Error>,
     /// Set once the collector has left (after every worker).
     collector_done: bool,
+    /// Moving average of the time between a worker's consecutive answers, in ns.
+    task_ns: u64,
 }
 
 struct Shared {
@@ -176,7 +182,7 @@ impl Shared {
         let process = process::start(pool_worker, &boot.encode(), &popts)?;
         s.next_index += 1;
         let quota = if self.opts.max_tasks == 0 { u64::MAX } else { self.opts.max_tasks };
-        s.workers.push(Worker { index, process, tasks, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota });
+        s.workers.push(Worker { index, process, tasks, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota, last_answer_ns: 0 });
         Ok(())
     }
 
@@ -185,8 +191,11 @@ impl Shared {
         let mut rec = Vec::new();
         // Each worker's share of the work, within [1, WINDOW]: a few long tasks go one per
         // worker (the next to whichever finishes first), a flood of short ones fills windows.
+        // Tasks that take long (by the answers' pace) go two at a time, so that a worker that
+        // finishes early is not left idle while the other still holds a backlog.
         let workers = s.workers.len().max(1);
-        let window = ((s.pending.len() + s.in_flight.len()) / workers).clamp(1, WINDOW);
+        let cap = if s.task_ns > LONG_TASK_NS { 2 } else { WINDOW };
+        let window = ((s.pending.len() + s.in_flight.len()) / workers).clamp(1, cap);
         while let Some(held) = s.pending.front() {
             // A task cancelled while it waited is dropped.
             if held.job.future.is_done() {
@@ -247,7 +256,13 @@ impl Shared {
             self.break_pool(s, Error::new(r.status, msg));
             return;
         }
+        let mut pace = None;
         if let Some(w) = s.workers.iter_mut().find(|w| w.index == r.worker) {
+            // The pace of a busy worker's answers is its tasks' length.
+            let now = crate::time::now_ns();
+            if w.last_answer_ns != 0 {
+                pace = Some(now.saturating_sub(w.last_answer_ns));
+            }
             // Everything sent before this task was taken before it.
             while let Some(front) = w.sent.pop_front() {
                 if front == Some(r.id) {
@@ -258,6 +273,10 @@ impl Shared {
                     w.load -= 1;
                 }
             }
+            w.last_answer_ns = if w.load > 0 { now } else { 0 };
+        }
+        if let Some(p) = pace {
+            s.task_ns = if s.task_ns == 0 { p } else { (s.task_ns * 7 + p) / 8 };
         }
         if let Some(held) = s.in_flight.remove(&r.id) {
             let outcome = if r.status == WEFT_OK {
@@ -347,6 +366,7 @@ impl Processes {
                 targets: Vec::new(),
                 broken: None,
                 collector_done: false,
+                task_ns: 0,
             }),
             changed: Condvar::new(),
             results,

@@ -24,8 +24,8 @@ use crate::queue::private::wait::EventCount;
 use crate::status::{Error, Result, WEFT_CLOSED, WEFT_INVALID_STATE};
 use crate::time::Deadline;
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Most jobs a worker takes at once.
@@ -46,8 +46,19 @@ struct State {
     next_worker: u64,
     /// Set when an initializer failed: why every job fails.
     broken: Option<Error>,
-    /// The futures of each worker's current batch (by worker number), for `terminate`.
-    in_hand: std::collections::HashMap<u64, Vec<Future>>,
+    /// Each worker's current batch (by worker number), for `shutdown` and `terminate`.
+    in_hand: std::collections::HashMap<u64, Hand>,
+}
+
+/// A worker's current batch as `shutdown` and `terminate` see it: the jobs' futures, and per
+/// job a claim flag that the worker sets before it starts the job and that
+/// `shutdown(cancel_pending)` sets before it cancels a job not started — whoever sets it first
+/// decides, so a job taken in a batch but not started is cancelled like a queued one, and a
+/// started one is never asked to cancel by a shutdown.
+#[derive(Default)]
+struct Hand {
+    futures: Vec<Future>,
+    claims: Arc<[AtomicBool]>,
 }
 
 struct Shared {
@@ -173,16 +184,31 @@ impl Threads {
     /// Stops accepting tasks (`close`); with `cancel_pending`, cancels every queued job.
     /// With `wait`, waits until every worker has retired (`join`) or the deadline passes.
     pub(crate) fn shutdown(&self, wait: bool, cancel_pending: bool, deadline: Deadline) -> Result<()> {
-        let cancelled = {
+        let (cancelled, in_batches) = {
             let mut s = self.shared.lock();
             if s.state == PoolState::Running {
                 s.state = PoolState::Closed;
             }
-            if cancel_pending { std::mem::take(&mut s.jobs) } else { VecDeque::new() }
+            if cancel_pending {
+                // Also the jobs that workers took in their batches and have not started.
+                let in_batches: Vec<Future> = s
+                    .in_hand
+                    .values()
+                    .flat_map(|h| h.futures.iter().zip(h.claims.iter()))
+                    .filter(|(_, claim)| !claim.swap(true, AcqRel))
+                    .map(|(f, _)| f.clone())
+                    .collect();
+                (std::mem::take(&mut s.jobs), in_batches)
+            } else {
+                (VecDeque::new(), Vec::new())
+            }
         };
         // Outside the lock: cancelling runs done callbacks.
         for job in cancelled {
             job.future.cancel();
+        }
+        for f in in_batches {
+            f.cancel();
         }
         self.shared.jobs_ready.notify_all();
         if wait { self.join(deadline) } else { Ok(()) }
@@ -191,7 +217,7 @@ impl Threads {
     /// `shutdown(cancel_pending)`, and a cancel request to every task running, then waits.
     pub(crate) fn terminate(&self, deadline: Deadline) -> Result<()> {
         self.shutdown(false, true, deadline)?;
-        let running: Vec<Future> = self.shared.lock().in_hand.values().flatten().cloned().collect();
+        let running: Vec<Future> = self.shared.lock().in_hand.values().flat_map(|h| h.futures.iter()).cloned().collect();
         for f in running {
             f.cancel();
         }
@@ -241,7 +267,7 @@ fn start_worker(shared: &Arc<Shared>, s: &mut State) -> Result<()> {
     thread.release_handle();
     s.next_worker += 1;
     s.live += 1;
-    s.in_hand.insert(id, Vec::new());
+    s.in_hand.insert(id, Hand::default());
     Ok(())
 }
 
@@ -276,12 +302,17 @@ fn worker(sh: Arc<Shared>, id: u64) -> crate::status::weft_status {
         }
     }
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    let mut claims: Arc<[AtomicBool]> = Arc::new([]);
     let mut ran: u64 = 0;
     let leave = loop {
-        match take(&sh, id, &mut batch, ran) {
+        match take(&sh, id, &mut batch, &mut claims, ran) {
             Some(leave) => break leave,
             None => {
-                for job in batch.drain(..) {
+                for (job, claim) in batch.drain(..).zip(claims.iter()) {
+                    // Claimed first by shutdown(cancel_pending), which cancels it.
+                    if claim.swap(true, AcqRel) {
+                        continue;
+                    }
                     if job.run(std::ptr::null()) {
                         ran += 1;
                     }
@@ -292,8 +323,9 @@ fn worker(sh: Arc<Shared>, id: u64) -> crate::status::weft_status {
     if let Leave::Replace = leave {
         let mut s = sh.lock();
         // The replacement is counted before this worker no longer is (a failed start leaves
-        // the pool one worker short until the next `set_workers`).
-        if s.state == PoolState::Running && s.live <= s.target {
+        // the pool one worker short until the next `set_workers`). A closed pool still needs
+        // one while jobs are queued: they run after a close.
+        if (s.state == PoolState::Running || !s.jobs.is_empty()) && s.live <= s.target {
             let _ = start_worker(&sh, &mut s);
         }
         retire(&mut s, id);
@@ -308,8 +340,9 @@ fn retire(s: &mut State, id: u64) {
     s.in_hand.remove(&id);
 }
 
-/// Fills `batch` with the next jobs, sleeping while there are none; or says why to leave.
-fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, ran: u64) -> Option<Leave> {
+/// Fills `batch` with the next jobs (and `claims` with their claim flags), sleeping while there
+/// are none; or says why to leave.
+fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, claims: &mut Arc<[AtomicBool]>, ran: u64) -> Option<Leave> {
     let max_tasks = sh.opts.max_tasks;
     if max_tasks != 0 && ran >= max_tasks {
         return Some(Leave::Replace);
@@ -318,8 +351,8 @@ fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, ran: u64) -> Option<Leave> {
         let key = sh.jobs_ready.prepare();
         let mut guard = sh.lock();
         let s = &mut *guard;
-        if let Some(v) = s.in_hand.get_mut(&id) {
-            v.clear();
+        if let Some(h) = s.in_hand.get_mut(&id) {
+            h.futures.clear();
         }
         if s.live > s.target {
             sh.jobs_ready.abandon();
@@ -333,8 +366,10 @@ fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, ran: u64) -> Option<Leave> {
                 n = n.min((max_tasks - ran) as usize);
             }
             batch.extend(s.jobs.drain(..n));
-            if let Some(v) = s.in_hand.get_mut(&id) {
-                v.extend(batch.iter().map(|j| j.future.clone()));
+            *claims = (0..n).map(|_| AtomicBool::new(false)).collect();
+            if let Some(h) = s.in_hand.get_mut(&id) {
+                h.futures.extend(batch.iter().map(|j| j.future.clone()));
+                h.claims = claims.clone();
             }
             let more = !s.jobs.is_empty();
             drop(guard);

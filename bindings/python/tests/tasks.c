@@ -214,3 +214,169 @@ weft_status t_conn_echo(weft_call *call) {
     int len = snprintf(out, sizeof out, "%u", count);
     return weft_call_set_result(call, out, (size_t)len);
 }
+
+/* ---- pools and futures (test_futures.py, test_pool.py): tasks run on weft pool workers ---- */
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Result: the square of the argument read as a decimal integer, in decimal ("12" -> "144"). */
+weft_status t_square(weft_call *call) {
+    char buf[64];
+    long long x = atoll(arg_string(call, buf, sizeof buf));
+    char out[64];
+    int n = snprintf(out, sizeof out, "%lld", x * x);
+    return weft_call_set_result(call, out, (size_t)n);
+}
+
+/* As t_square, but fails with WEFT_NOT_FOUND ("bad item <arg>") for a negative argument. */
+weft_status t_square_or_fail(weft_call *call) {
+    char buf[64];
+    arg_string(call, buf, sizeof buf);
+    if (buf[0] == '-') {
+        char msg[96];
+        snprintf(msg, sizeof msg, "bad item %s", buf);
+        weft_call_set_error(call, msg);
+        return WEFT_NOT_FOUND;
+    }
+    return t_square(call);
+}
+
+static atomic_int spin_running, spin_peak, spin_release;
+
+/* CPU-bound: spins (computing) until t_spin_release(), counting how many spin at once. */
+weft_status t_spin(weft_call *call) {
+    int now = atomic_fetch_add(&spin_running, 1) + 1;
+    int peak = atomic_load(&spin_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&spin_peak, &peak, now)) {
+    }
+    volatile uint64_t x = 0;
+    while (!atomic_load(&spin_release) && !weft_call_cancelled(call))
+        for (uint64_t i = 0; i < 10000; i++) x += i * i;
+    atomic_fetch_sub(&spin_running, 1);
+    return weft_call_set_result(call, "spun", 4);
+}
+
+int t_spin_running(void) {
+    return atomic_load(&spin_running);
+}
+
+int t_spin_peak(void) {
+    return atomic_load(&spin_peak);
+}
+
+void t_spin_release(void) {
+    atomic_store(&spin_release, 1);
+}
+
+void t_spin_reset(void) {
+    atomic_store(&spin_release, 0);
+    atomic_store(&spin_peak, 0);
+}
+
+static atomic_int started_count, count_value;
+
+/* Counts its runs; result "counted". */
+weft_status t_count(weft_call *call) {
+    atomic_fetch_add(&count_value, 1);
+    return weft_call_set_result(call, "counted", 7);
+}
+
+int t_count_value(void) {
+    return atomic_load(&count_value);
+}
+
+/* Runs until weft_call_cancelled, then returns WEFT_CANCELLED (cooperative cancellation). */
+weft_status t_until_cancelled(weft_call *call) {
+    atomic_fetch_add(&started_count, 1);
+    while (!weft_call_cancelled(call)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    weft_call_set_error(call, "stopped on request");
+    return WEFT_CANCELLED;
+}
+
+/* Sleeps in a weft wait (an event nobody sets, forever) until cancelled; returns what the wait
+ * returned (WEFT_CANCELLED). */
+weft_status t_wait_cancelled(weft_call *call) {
+    weft_event *e = NULL;
+    weft_status s = weft_event_new(&e);
+    if (s != WEFT_OK) return s;
+    atomic_fetch_add(&started_count, 1);
+    s = weft_event_wait(e, WEFT_FOREVER);
+    weft_event_free(e);
+    weft_call_set_error(call, "woken from the wait");
+    return s == WEFT_OK ? WEFT_PANIC : s;
+}
+
+/* How many t_until_cancelled / t_wait_cancelled / t_gate tasks started. */
+int t_started(void) {
+    return atomic_load(&started_count);
+}
+
+static weft_event *gate_event;
+
+/* Creates (again) the gate t_gate waits for, closed. */
+void t_gate_reset(void) {
+    if (gate_event) weft_event_free(gate_event);
+    gate_event = NULL;
+    weft_event_new(&gate_event);
+}
+
+void t_gate_open(void) {
+    weft_event_set(gate_event);
+}
+
+/* Waits (forever, cancellable) until t_gate_open(); result "open". */
+weft_status t_gate(weft_call *call) {
+    atomic_fetch_add(&started_count, 1);
+    weft_status s = weft_event_wait(gate_event, WEFT_FOREVER);
+    if (s != WEFT_OK) {
+        weft_call_set_error(call, "the gate wait ended");
+        return s;
+    }
+    return weft_call_set_result(call, "open", 4);
+}
+
+static _Thread_local char tls_buf[64];
+static _Thread_local size_t tls_len;
+static atomic_int init_count;
+
+/* A pool initializer: keeps its argument in a thread-local of the worker. */
+weft_status t_init_tls(weft_call *call) {
+    const void *data = NULL;
+    size_t len = 0;
+    weft_call_arg(call, &data, &len);
+    if (len > sizeof tls_buf) len = sizeof tls_buf;
+    if (len) memcpy(tls_buf, data, len);
+    tls_len = len;
+    atomic_fetch_add(&init_count, 1);
+    return WEFT_OK;
+}
+
+/* Result: the worker's thread-local set by t_init_tls ("" when it did not run there). */
+weft_status t_read_tls(weft_call *call) {
+    return weft_call_set_result(call, tls_buf, tls_len);
+}
+
+int t_init_count(void) {
+    return atomic_load(&init_count);
+}
+
+/* A pool initializer that fails with WEFT_PERMISSION_DENIED. */
+weft_status t_init_fail(weft_call *call) {
+    weft_call_set_error(call, "init refused");
+    return WEFT_PERMISSION_DENIED;
+}
+
+/* Result: weft's identifier of the worker thread, in decimal. */
+weft_status t_ident(weft_call *call) {
+    weft_thread *me = NULL;
+    weft_status s = weft_thread_current(&me);
+    if (s != WEFT_OK) return s;
+    char out[32];
+    int n = snprintf(out, sizeof out, "%llu", (unsigned long long)weft_thread_ident(me));
+    weft_thread_free(me);
+    return weft_call_set_result(call, out, (size_t)n);
+}

@@ -57,7 +57,7 @@ def test_constants():
     statuses = {k: v for k, v in statuses.items() if k not in ("WEFT_FOREVER", "WEFT_THREAD_OS_NAME_MAX", "WEFT_TOKEN_MAX")}
     # Constants that are not statuses: versions, stdio modes, run flags, start methods, queue
     # kinds, future states and wait modes.
-    not_status = ("WEFT_VERSION", "WEFT_STDIO_", "WEFT_RUN_", "WEFT_START_", "WEFT_QUEUE_", "WEFT_FUTURE_",
+    not_status = ("WEFT_VERSION", "WEFT_STDIO_", "WEFT_RUN_", "WEFT_START_", "WEFT_QUEUE_", "WEFT_FUTURE_", "WEFT_POOL_", "WEFT_IMAP_",
                   "WEFT_ALL_COMPLETED", "WEFT_FIRST_")
     statuses = {k: v for k, v in statuses.items() if not k.startswith(not_status)}
     assert len(statuses) >= 22

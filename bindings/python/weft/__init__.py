@@ -60,6 +60,8 @@ from .process import Process, TaskError, cpu_count, current_process_name, parent
 from .multiprocessing import NotRecoverableError, OwnerDeadError  # noqa: E402
 from .shared_memory import SharedMemory  # noqa: E402
 from .spaces import Space  # noqa: E402
+from . import futures, pool  # noqa: E402
+from .pool import Pool  # noqa: E402
 
 # (The module names stay out of __all__: `from weft import *` must not rebind a program's
 # own `multiprocessing`.)
@@ -77,4 +79,5 @@ __all__ += [
     "cpu_count",
     "current_process_name",
     "parent_pid",
+    "Pool",
 ]

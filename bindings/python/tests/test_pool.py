@@ -1,0 +1,429 @@
+"""weft.Pool: multiprocessing.Pool's API over weft worker threads running native tasks (tasks.c,
+compiled here) — apply/apply_async, map/map_async (items of one size and of mixed sizes,
+chunk sizes), imap/imap_unordered (lazy input, failures at their place, a failing iterable),
+initializer, maxtasksperchild, close/join/terminate, the context manager, and CPU-bound tasks
+running at once while Python waits with the GIL released."""
+
+import ctypes
+import itertools
+import multiprocessing
+import pickle
+import threading
+import time
+
+import pytest
+
+import weft
+from weft import Pool, TaskError
+from weft._native import CONSTANTS
+
+from test_futures import JOIN, build_tasks, wait_until  # noqa: F401 - shared helpers
+
+NOT_FOUND = CONSTANTS["WEFT_NOT_FOUND"]
+
+
+@pytest.fixture(scope="module")
+def tasks_path(tmp_path_factory):
+    return build_tasks(tmp_path_factory.mktemp("pool_tasks"))
+
+
+@pytest.fixture(scope="module")
+def tasks(tasks_path):
+    t = ctypes.CDLL(str(tasks_path))
+    t.t_gate_reset()
+    return t
+
+
+@pytest.fixture
+def pools():
+    made = []
+
+    def make(*args, **kwargs):
+        p = Pool(*args, **kwargs)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.terminate()
+
+
+@pytest.fixture
+def gate(tasks):
+    tasks.t_gate_reset()
+    yield tasks
+    tasks.t_gate_open()
+
+
+def squares(n):
+    return [b"%d" % (i * i) for i in range(n)]
+
+
+# --- apply --------------------------------------------------------------------------------
+
+
+def test_apply_and_apply_async(pools, tasks):
+    p = pools(2)
+    assert p.apply(tasks.t_square, b"12") == b"144"
+    assert p.apply(tasks.t_square, (b"13",)) == b"169"  # args as a one-item tuple
+    assert p.apply(tasks.t_echo) == b""
+    r = p.apply_async(tasks.t_square, b"5")
+    assert r.get(JOIN) == b"25"
+    assert r.ready() and r.successful()
+    with pytest.raises(TaskError) as info:
+        p.apply(tasks.t_fail, b"nope")
+    assert info.value.task_status == NOT_FOUND and info.value.task_message == "nope"
+    bad = p.apply_async(tasks.t_fail, b"later")
+    bad.wait(JOIN)
+    assert bad.ready() and not bad.successful()
+    with pytest.raises(TaskError):
+        bad.get()
+    with pytest.raises(TypeError):
+        p.apply(tasks.t_echo, b"x", {"k": 1})
+    with pytest.raises(TypeError):
+        p.apply(lambda: None)
+
+
+def test_async_result_timeout_and_not_ready(pools, gate):
+    p = pools(1)
+    r = p.apply_async(gate.t_gate)
+    assert not r.ready()
+    with pytest.raises(ValueError, match="not ready"):
+        r.successful()
+    t0 = time.monotonic()
+    with pytest.raises(multiprocessing.TimeoutError):
+        r.get(0.05)
+    assert time.monotonic() - t0 >= 0.05
+    r.wait(0.01)
+    assert not r.ready()
+    gate.t_gate_open()
+    assert r.get(JOIN) == b"open"
+
+
+def test_callbacks(pools, tasks):
+    p = pools(2)
+    got, errors = [], []
+    done = threading.Event()
+    r = p.apply_async(tasks.t_square, b"4", callback=lambda v: (got.append(v), done.set()))
+    assert r.get(JOIN) == b"16"
+    assert done.wait(JOIN) and got == [b"16"]
+    done.clear()
+    r = p.apply_async(tasks.t_fail, b"bad", callback=got.append, error_callback=lambda e: (errors.append(e), done.set()))
+    with pytest.raises(TaskError):
+        r.get(JOIN)
+    assert done.wait(JOIN)
+    assert len(errors) == 1 and isinstance(errors[0], TaskError) and got == [b"16"]
+    done.clear()
+    m = p.map_async(tasks.t_square, [b"1", b"2"], callback=lambda v: (got.append(v), done.set()))
+    assert m.get(JOIN) == [b"1", b"4"]
+    assert done.wait(JOIN) and got[-1] == [b"1", b"4"]
+
+
+# --- map ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 7, 100_000])
+def test_map_exact_fixed_and_mixed_sizes(pools, tasks, chunksize):
+    p = pools(3)
+    fixed = [b"%04d" % i for i in range(1000)]  # one size: weft's map_async
+    assert p.map(tasks.t_square, fixed, chunksize) == squares(1000)
+    mixed = [b"%d" % i for i in range(1000)]  # mixed sizes: an imap holding every chunk
+    assert p.map(tasks.t_square, mixed, chunksize) == squares(1000)
+    assert p.map(tasks.t_square, iter(mixed[:5]), chunksize) == squares(5)
+    assert p.map(tasks.t_square, [], chunksize) == []
+    assert p.map(tasks.t_echo, [b"", b""], chunksize) == [b"", b""]  # empty items
+    r = p.map_async(tasks.t_square, mixed, chunksize)
+    assert r.get(JOIN) == squares(1000)
+    assert r.successful()
+
+
+@pytest.mark.parametrize("items", [[b"%03d" % i for i in range(300)], [b"%d" % i for i in range(300)]],
+                         ids=["fixed", "mixed"])
+@pytest.mark.parametrize("chunksize", [1, 7, 1000])
+def test_map_first_failing_item(pools, tasks, items, chunksize):
+    p = pools(3)
+    items = list(items)
+    items[123] = b"-" + items[123][1:]
+    items[200] = b"-" + items[200][1:]
+    with pytest.raises(TaskError) as info:
+        p.map(tasks.t_square_or_fail, items, chunksize)
+    e = info.value
+    assert e.task_status == NOT_FOUND
+    assert "item 123 failed" in e.task_message and "200" not in e.task_message
+    r = p.map_async(tasks.t_square_or_fail, items, chunksize)
+    r.wait(JOIN)
+    assert r.ready() and not r.successful()
+
+
+def test_map_arguments(pools, tasks):
+    p = pools(1)
+    with pytest.raises(ValueError):
+        p.map(tasks.t_square, [b"1"], 0)
+    with pytest.raises(TypeError):
+        p.map(tasks.t_square, ["1"])
+    with pytest.raises(TypeError):
+        p.map(print, [b"1"])
+
+
+# --- imap ---------------------------------------------------------------------------------
+
+
+def test_imap_ordered_lazy_over_an_endless_iterable(pools, tasks):
+    p = pools(2)
+    pulled = []
+
+    def endless():
+        for i in itertools.count():
+            pulled.append(threading.get_ident())
+            yield b"%d" % i
+
+    it = p.imap(tasks.t_square, endless(), chunksize=3)
+    assert pulled == []  # nothing read before the first next
+    for i in range(50):
+        assert next(it) == b"%d" % (i * i)
+        # Read at most a bounded window ahead: the chunk being delivered and 2 x workers chunks.
+        assert len(pulled) <= i + 1 + 3 + 2 * 2 * 3
+    assert set(pulled) == {threading.get_ident()}  # read on the consuming thread
+    del it
+
+
+def test_imap_unordered_every_item_once(pools, tasks):
+    p = pools(3)
+    for chunksize in (1, 4, 64):
+        got = list(p.imap_unordered(tasks.t_square, (b"%d" % i for i in range(1000)), chunksize))
+        assert sorted(got) == sorted(squares(1000))
+        assert len(got) == 1000
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_item_failure_then_iteration_goes_on(pools, tasks, method):
+    p = pools(2)
+    items = [b"%d" % i for i in range(20)]
+    items[7] = b"-7"
+    it = getattr(p, method)(tasks.t_square_or_fail, items)
+    ok, failures = [], []
+    while True:
+        try:
+            ok.append(next(it))
+        except StopIteration:
+            break
+        except TaskError as e:
+            failures.append(e)
+            if method == "imap":
+                assert len(ok) == 7  # at its place
+    assert len(failures) == 1 and failures[0].task_message == "bad item -7"
+    assert sorted(ok) == sorted(s for i, s in enumerate(squares(20)) if i != 7)
+    if method == "imap":
+        assert ok == [s for i, s in enumerate(squares(20)) if i != 7]
+
+
+def test_imap_failing_iterable(pools, tasks):
+    p = pools(2)
+
+    def items():
+        yield b"1"
+        yield b"2"
+        raise KeyError("source broke")
+
+    it = p.imap(tasks.t_square, items())
+    assert next(it) == b"1"
+    assert next(it) == b"4"
+    with pytest.raises(KeyError, match="source broke"):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+    it = p.imap(tasks.t_square, [b"1", "not bytes"])
+    assert next(it) == b"1"
+    with pytest.raises(TypeError):
+        next(it)
+
+
+def test_imap_next_timeout(pools, gate):
+    p = pools(1)
+    it = p.imap(gate.t_gate, [b"", b""])
+    with pytest.raises(multiprocessing.TimeoutError):
+        it.next(timeout=0)
+    t0 = time.monotonic()
+    with pytest.raises(multiprocessing.TimeoutError):
+        it.next(timeout=0.03)
+    assert time.monotonic() - t0 >= 0.03
+    gate.t_gate_open()
+    assert list(it) == [b"open", b"open"]
+    with pytest.raises(ValueError):
+        p.imap(gate.t_gate, [], chunksize=0)
+
+
+# --- initializer and maxtasksperchild ---------------------------------------------------------
+
+
+def test_initializer_runs_once_per_worker(pools, tasks):
+    n0 = tasks.t_init_count()
+    p = pools(3, initializer=tasks.t_init_tls, initargs=b"per-worker")
+    assert set(p.map(tasks.t_read_tls, [b""] * 200, 1)) == {b"per-worker"}
+    p.close()
+    p.join()
+    assert tasks.t_init_count() - n0 == 3
+
+
+def test_failing_initializer(pools, tasks):
+    p = pools(1, initializer=tasks.t_init_fail)
+    with pytest.raises(weft.futures.BrokenThreadPool, match="init refused"):
+        for _ in range(1000):
+            p.apply(tasks.t_count)
+            time.sleep(0.001)
+
+
+def test_maxtasksperchild_replaces_workers(pools, tasks):
+    n0 = tasks.t_init_count()
+    p = pools(1, initializer=tasks.t_init_tls, initargs=b"x", maxtasksperchild=2)
+    idents = [p.apply(tasks.t_ident) for _ in range(8)]
+    assert [idents[i] == idents[i + 1] for i in range(0, 8, 2)] == [True] * 4
+    assert len(set(idents)) == 4  # a fresh worker every two tasks
+    p.close()
+    p.join()
+    assert tasks.t_init_count() - n0 >= 4  # each replacement ran the initializer
+
+
+def test_constructor_arguments(tasks):
+    with pytest.raises(ValueError):
+        Pool(0)
+    with pytest.raises(ValueError):
+        Pool(2, maxtasksperchild=0)
+    with pytest.raises(ValueError):
+        Pool(2, maxtasksperchild=1.5)
+    with pytest.raises(TypeError):
+        Pool(2, initializer=lambda: None)
+    p = Pool()
+    assert p._processes == weft.cpu_count()
+    assert "state=RUN" in repr(p)
+    with pytest.raises(NotImplementedError):
+        pickle.dumps(p)
+    p.terminate()
+
+
+# --- close, join, terminate -------------------------------------------------------------------
+
+
+def test_close_join(pools, gate):
+    p = pools(2)
+    with pytest.raises(ValueError, match="still running"):
+        p.join()
+    rs = [p.apply_async(gate.t_gate) for _ in range(2)] + [p.apply_async(gate.t_square, b"%d" % i) for i in range(20)]
+    p.close()
+    for call in (lambda: p.apply(gate.t_square, b"1"), lambda: p.map(gate.t_square, [b"1"]),
+                 lambda: p.imap(gate.t_square, [b"1"]), lambda: p.apply_async(gate.t_count)):
+        with pytest.raises(ValueError, match="Pool not running"):
+            call()
+    joined = threading.Event()
+    t = threading.Thread(target=lambda: (p.join(), joined.set()))
+    t.start()
+    assert not joined.wait(0.05)  # two tasks still block
+    gate.t_gate_open()
+    t.join(JOIN)
+    assert joined.is_set()
+    assert [r.get(0) for r in rs] == [b"open", b"open"] + squares(20)
+
+
+def test_imap_consumed_after_close(pools, tasks):
+    # multiprocessing's pattern: start an imap, close, then consume, then join.
+    p = pools(2)
+    it = p.imap(tasks.t_square, (b"%d" % i for i in range(100)), chunksize=3)
+    p.close()
+    assert list(it) == squares(100)
+    p.join()
+
+
+def test_join_goes_through_unconsumed_imaps(pools, tasks):
+    # close and join before consuming: join runs the imap's input through, the iterator keeps
+    # the results.
+    p = pools(2)
+    it = p.imap(tasks.t_square, (b"%d" % i for i in range(50)))
+    failing = p.imap_unordered(tasks.t_square_or_fail, [b"1", b"-2"])
+    p.close()
+    p.join()
+    assert list(it) == squares(50)
+    got = []
+    with pytest.raises(TaskError):
+        for x in failing:
+            got.append(x)
+    assert got in ([b"1"], [])
+    assert list(failing) == ([] if got else [b"1"])
+
+
+def test_terminate_cancels(pools, tasks):
+    p = pools(2)
+    n0 = tasks.t_started()
+    c0 = tasks.t_count_value()
+    running = [p.apply_async(tasks.t_wait_cancelled), p.apply_async(tasks.t_until_cancelled)]
+    wait_until(lambda: tasks.t_started() >= n0 + 2)
+    queued = [p.apply_async(tasks.t_count) for _ in range(10)]
+    p.terminate()
+    for r in running + queued:
+        assert r.ready() and not r.successful()
+    assert tasks.t_count_value() == c0
+    with pytest.raises(ValueError):
+        p.apply(tasks.t_count)
+    p.join()  # after terminate: fine
+
+
+def test_imap_after_terminate_ends_with_errors_not_silently(pools, gate):
+    p = pools(1)
+    it = p.imap(gate.t_gate, itertools.repeat(b""))
+    with pytest.raises(multiprocessing.TimeoutError):
+        it.next(timeout=0)  # the first chunks are in flight, blocked
+    p.terminate()
+    errors = []
+    while True:
+        try:
+            r = next(it)
+        except StopIteration:
+            break
+        except Exception as e:  # noqa: BLE001
+            errors.append(type(e))
+            continue
+        raise AssertionError(f"a result after terminate: {r!r}")
+    assert errors[-1] is ValueError  # the pool is not running: the imap could not go on
+    assert set(errors[:-1]) == {weft.futures.CancelledError} and len(errors) >= 2
+
+
+def test_context_manager_terminates(tasks):
+    n0 = tasks.t_started()
+    with Pool(1) as p:
+        r = p.apply_async(tasks.t_wait_cancelled)
+        wait_until(lambda: tasks.t_started() >= n0 + 1)
+    assert r.ready() and not r.successful()  # __exit__ = terminate
+    with pytest.raises(ValueError):
+        with p:
+            pass
+
+
+def test_several_pools(pools, gate):
+    a, b = pools(1), pools(2)
+    blocked = a.apply_async(gate.t_gate)
+    assert b.map(gate.t_square, [b"%d" % i for i in range(100)]) == squares(100)
+    assert not blocked.ready()
+    a.terminate()
+    assert b.apply(gate.t_square, b"3") == b"9"
+
+
+# --- the GIL ------------------------------------------------------------------------------
+
+
+def test_cpu_bound_tasks_run_at_once_while_python_waits(pools, tasks):
+    tasks.t_spin_reset()
+    p = pools(2)
+    seen = []
+
+    def observer():
+        deadline = time.monotonic() + JOIN
+        while tasks.t_spin_running() < 2 and time.monotonic() < deadline:
+            pass  # Python bytecode: runs only while the waiting thread has released the GIL
+        seen.append(tasks.t_spin_running())
+        tasks.t_spin_release()
+
+    r = p.map_async(tasks.t_spin, [b"", b""], chunksize=1)
+    t = threading.Thread(target=observer)
+    t.start()
+    assert r.get(JOIN) == [b"spun", b"spun"]  # get() waits in C, GIL released
+    t.join(JOIN)
+    assert seen == [2] and tasks.t_spin_peak() == 2
