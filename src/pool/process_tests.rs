@@ -211,6 +211,42 @@ fn a_large_map_is_cut_into_chunks_that_fit_the_workers_queues() {
     p.shutdown(true, false, NEVER).unwrap();
 }
 
+/// Loops until asked to cancel (at most 20 s), then returns WEFT_CANCELLED.
+unsafe extern "C" fn until_cancelled(c: *mut weft_call) -> weft_status {
+    let c = call(c);
+    for _ in 0..20_000 {
+        if c.cancelled() {
+            return WEFT_CANCELLED;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    c.set_result(b"never asked");
+    WEFT_OK
+}
+
+#[test]
+fn a_running_task_in_a_worker_process_sees_a_cancel_request() {
+    let p = pool(1);
+    let running = p.submit(until_cancelled, &[]).unwrap();
+    let next = p.submit(work, &arg(5, None)).unwrap();
+    while running.state() != State::Running {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50)); // the worker is inside the task
+    assert!(!running.cancel(), "a running task is only asked");
+    assert_eq!(running.result(NEVER).unwrap_err().code, WEFT_CANCELLED);
+    assert_eq!(running.state(), State::Cancelled);
+    // The request was for that task only: the next one runs normally.
+    assert_eq!(u64_of(next.result(NEVER).unwrap()), 6);
+    let again = p.submit(until_cancelled, &[]).unwrap();
+    let quick = p.submit(work, &arg(1, None)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    again.cancel();
+    assert_eq!(again.result(NEVER).unwrap_err().code, WEFT_CANCELLED);
+    assert_eq!(u64_of(quick.result(NEVER).unwrap()), 2);
+    p.shutdown(true, false, NEVER).unwrap();
+}
+
 #[test]
 fn close_then_join_and_terminate() {
     let p = pool(2);

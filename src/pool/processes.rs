@@ -29,6 +29,14 @@
 //! the parent's queue, in order. A replacement worker starts with a fresh task queue. A worker
 //! that leaves after `max_tasks` tasks is replaced the same way, with nothing lost.
 //!
+//! # Cancelling a running task
+//!
+//! Each worker has a cancel ticket, a one-item int64 array in the space: the worker stores
+//! `id << 1` before it runs task `id`; when the future of the task a worker is running has a
+//! cancel request, the collector (at its next check) sets bit 0 with a compare-and-swap from
+//! `id << 1`, which fails harmlessly once the worker has moved on. The task's
+//! `weft_call_cancelled` reads the ticket (`Call::with_ticket`).
+//!
 //! Workers are daemons: each dies with the parent, however the parent ends.
 
 use super::job::Job;
@@ -38,6 +46,7 @@ use super::{Options, PoolState};
 use crate::call::Outcome;
 use crate::process::{self, Process, StartMethod};
 use crate::queue::shared::SharedQueue;
+use crate::space::array::SharedArray;
 use crate::queue::{Kind, Options as QueueOptions};
 use crate::status::{Error, Result, WEFT_CANCELLED, WEFT_CLOSED, WEFT_INVALID_STATE, WEFT_OK, WEFT_TIMEOUT, WEFT_WORKER_DIED};
 use crate::time::Deadline;
@@ -75,6 +84,9 @@ struct Worker {
     index: u32,
     process: Arc<Process>,
     tasks: SharedQueue,
+    /// The cancel ticket: `id << 1` while task `id` runs, the parent sets bit 0 to ask it to
+    /// cancel (see `Call::with_ticket`).
+    ticket: SharedArray,
     sent: VecDeque<Sent>,
     /// Unanswered tasks (the `Some` entries of `sent`).
     load: usize,
@@ -144,15 +156,18 @@ impl Shared {
     /// Starts one worker, on the (empty) task queue of a worker that ended when there is one:
     /// a worker killed while it held its reference leaves the queue allocated in the space,
     /// so queues are reused rather than leaked once per death.
-    fn start_worker(&self, s: &mut State, reuse: Option<SharedQueue>) -> Result<()> {
-        let tasks = match reuse {
-            Some(q) => q,
+    fn start_worker(&self, s: &mut State, reuse: Option<(SharedQueue, SharedArray)>) -> Result<()> {
+        let (tasks, ticket) = match reuse {
+            Some(r) => r,
             None => {
                 let space = crate::space::handle::default_space()?;
                 let qopts = QueueOptions { kind: Kind::Fifo, maxsize: 0, max_bytes: TASK_QUEUE_BYTES, joinable: false };
-                SharedQueue::create(space, None, qopts)?
+                let q = SharedQueue::create(space.clone(), None, qopts)?;
+                (q, SharedArray::create(space, None, b'q', 1, None, false)?)
             }
         };
+        // No task of this worker runs yet: nothing can match.
+        ticket.store(0, u64::MAX as i64)?;
         let index = s.next_index;
         let initializer = match &self.opts.initializer {
             Some((f, arg)) => {
@@ -164,6 +179,7 @@ impl Shared {
         let boot = Boot {
             tasks: tasks.token(),
             results: self.results.token(),
+            ticket: ticket.shared().token(),
             worker: index,
             max_tasks: self.opts.max_tasks,
             initializer,
@@ -182,7 +198,7 @@ impl Shared {
         let process = process::start(pool_worker, &boot.encode(), &popts)?;
         s.next_index += 1;
         let quota = if self.opts.max_tasks == 0 { u64::MAX } else { self.opts.max_tasks };
-        s.workers.push(Worker { index, process, tasks, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota, last_answer_ns: 0 });
+        s.workers.push(Worker { index, process, tasks, ticket, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota, last_answer_ns: 0 });
         Ok(())
     }
 
@@ -330,13 +346,15 @@ impl Shared {
         }
         // Empty the queue for the replacement (the records are back in `pending`).
         let reuse = match w.tasks.get_many(usize::MAX, Deadline::Now) {
-            Ok(_) => Some(w.tasks),
-            Err(e) if e.code == WEFT_TIMEOUT || e.code == crate::status::WEFT_WOULD_BLOCK || e.code == WEFT_CLOSED => Some(w.tasks),
+            Ok(_) => Some((w.tasks, w.ticket)),
+            Err(e) if e.code == WEFT_TIMEOUT || e.code == crate::status::WEFT_WOULD_BLOCK || e.code == WEFT_CLOSED => {
+                Some((w.tasks, w.ticket))
+            }
             Err(_) => None,
         };
         let needed = s.state == PoolState::Running || !s.pending.is_empty() || !s.in_flight.is_empty();
         if needed && s.broken.is_none() && s.workers.len() < s.target {
-            let reuse = reuse.filter(|q| !q.is_shut_down());
+            let reuse = reuse.filter(|(q, _)| !q.is_shut_down());
             if let Err(e) = self.start_worker(s, reuse) {
                 if s.workers.is_empty() {
                     self.break_pool(s, Error::new(e.code, format!("no worker could be started: {}", e.message)));
@@ -529,6 +547,14 @@ fn collect(sh: &Shared) {
             if s.state != PoolState::Running && s.pending.is_empty() && s.in_flight.is_empty() {
                 for w in &s.workers {
                     let _ = w.tasks.shutdown(false);
+                }
+            }
+            // Cancel requests on running tasks: mark the ticket of the worker running one.
+            for w in &s.workers {
+                let Some(&Some(id)) = w.sent.iter().find(|r| r.is_some()) else { continue };
+                if s.in_flight.get(&id).is_some_and(|h| h.job.future.cancel_requested()) {
+                    let at = (id << 1) as i64;
+                    let _ = w.ticket.compare_exchange(0, at, at | 1);
                 }
             }
             while let Some(dead) = s.workers.iter().find(|w| !w.process.is_alive()).map(|w| w.index) {

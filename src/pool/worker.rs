@@ -16,6 +16,8 @@ use std::sync::atomic::AtomicU32;
 pub(crate) struct Boot {
     pub(crate) tasks: Vec<u8>,
     pub(crate) results: Vec<u8>,
+    /// Token of the worker's cancel ticket (a one-item `q` array; see `Call::with_ticket`).
+    pub(crate) ticket: Vec<u8>,
     pub(crate) worker: u32,
     pub(crate) max_tasks: u64,
     /// The initializer's define record and argument.
@@ -44,6 +46,7 @@ impl Boot {
         let mut out = Vec::new();
         put(&mut out, &self.tasks);
         put(&mut out, &self.results);
+        put(&mut out, &self.ticket);
         put(&mut out, &self.worker.to_le_bytes());
         put(&mut out, &self.max_tasks.to_le_bytes());
         if let Some((d, a)) = &self.initializer {
@@ -57,10 +60,11 @@ impl Boot {
         let bad = || Error::new(WEFT_CORRUPTED, "malformed pool worker argument");
         let tasks = take(&mut r)?.to_vec();
         let results = take(&mut r)?.to_vec();
+        let ticket = take(&mut r)?.to_vec();
         let worker = u32::from_le_bytes(take(&mut r)?.try_into().map_err(|_| bad())?);
         let max_tasks = u64::from_le_bytes(take(&mut r)?.try_into().map_err(|_| bad())?);
         let initializer = if r.is_empty() { None } else { Some((take(&mut r)?.to_vec(), take(&mut r)?.to_vec())) };
-        Ok(Boot { tasks, results, worker, max_tasks, initializer })
+        Ok(Boot { tasks, results, ticket, worker, max_tasks, initializer })
     }
 }
 
@@ -98,6 +102,13 @@ fn serve(arg: &[u8]) -> Result<()> {
     let boot = Boot::decode(arg)?;
     let tasks = SharedQueue::from_token(&boot.tasks)?;
     let results = SharedQueue::from_token(&boot.results)?;
+    let tickets = crate::space::array::SharedArray::from_token(&boot.ticket)?;
+    if tickets.type_char() != b'q' || tickets.is_empty() {
+        return Err(Error::new(WEFT_CORRUPTED, "the pool worker's cancel ticket is not an int64 array"));
+    }
+    // SAFETY: the array's data is 64-aligned, holds at least one 8-byte item, and lives as
+    // long as `tickets`, which outlives every use below; it is only accessed atomically.
+    let ticket = unsafe { &*(tickets.data() as *const std::sync::atomic::AtomicU64) };
     let cancel = AtomicU32::new(0);
     let mut out = Vec::new();
     if let Some((define, init_arg)) = &boot.initializer {
@@ -137,11 +148,13 @@ fn serve(arg: &[u8]) -> Result<()> {
             Incoming::Task { slot, id, chunk, arg } => {
                 let (status, bytes) = match table.get(slot as usize) {
                     Some(Some(Ok(f))) => {
+                        // From here the parent may mark the ticket to ask this task to cancel.
+                        ticket.store(id << 1, std::sync::atomic::Ordering::Release);
                         crate::futex::set_cancel_word(&cancel);
                         let r = if chunk {
-                            super::chunk::run(*f, arg, &cancel).map(|r| (WEFT_OK, r))
+                            super::chunk::run(*f, arg, &cancel, Some((ticket, id))).map(|r| (WEFT_OK, r))
                         } else {
-                            let mut call = Call::new(arg, &cancel);
+                            let mut call = Call::new(arg, &cancel).with_ticket(ticket, id);
                             let status = run_c_task(*f, &mut call);
                             let o = call.finish(status);
                             Ok(if o.status == WEFT_OK { (WEFT_OK, o.result) } else { (o.status, o.message.into_bytes()) })
