@@ -22,13 +22,19 @@ pub(crate) fn run_c_task(f: unsafe extern "C" fn(*mut weft_call) -> weft_status,
     unsafe { f(call as *mut Call as *mut weft_call) }
 }
 
+/// WEFT_TASK_FAILED for a task that returned `status` with `message`, naming both (so that,
+/// say, a task that returned WEFT_TIMEOUT is not taken for a call that timed out).
+pub(crate) fn task_failed(status: weft_status, message: &str) -> crate::status::Error {
+    let name = crate::status::name(status).to_string_lossy();
+    crate::status::Error::new(crate::status::WEFT_TASK_FAILED, format!("task failed with {name}: {message}"))
+}
+
 /// A finished task's outcome as a join returns it: WEFT_OK with the result bytes in `*result`
 /// (when `result` is not NULL), or WEFT_TASK_FAILED naming the task's status and message.
 /// Shared by thread and process joins.
 pub(crate) fn give_outcome(o: crate::call::Outcome, result: *mut *mut super::status::weft_bytes) -> crate::status::Result<()> {
     if o.status != crate::status::WEFT_OK {
-        let name = crate::status::name(o.status).to_string_lossy();
-        return Err(crate::status::Error::new(crate::status::WEFT_TASK_FAILED, format!("task failed with {name}: {}", o.message)));
+        return Err(task_failed(o.status, &o.message));
     }
     if !result.is_null() {
         super::status::give_bytes(o.result, result)?;

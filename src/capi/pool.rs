@@ -116,10 +116,7 @@ fn give_future(f: Future, out: *mut *mut weft_future) -> Result<()> {
 fn task_failure(e: Error) -> Error {
     match e.code {
         crate::status::WEFT_WORKER_DIED | crate::status::WEFT_CANCELLED => e,
-        code => {
-            let name = crate::status::name(code).to_string_lossy();
-            Error::new(crate::status::WEFT_TASK_FAILED, format!("task failed with {name}: {}", e.message))
-        }
+        code => super::call::task_failed(code, &e.message),
     }
 }
 

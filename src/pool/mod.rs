@@ -70,6 +70,18 @@ pub(crate) enum PoolState {
     Closed,
 }
 
+/// Whether a pool in `state` (broken by `broken`) takes tasks. Errors: `WEFT_CLOSED`, or why
+/// the pool broke.
+fn accepting(state: PoolState, broken: &Option<Error>) -> Result<()> {
+    if state != PoolState::Running {
+        return Err(Error::new(crate::status::WEFT_CLOSED, "the pool is closed: no new tasks"));
+    }
+    match broken {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
 #[derive(Clone)]
 enum Engine {
     Threads(std::sync::Arc<threads::Threads>),
@@ -115,8 +127,8 @@ impl Pool {
     pub(crate) fn submit_job(&self, job: Job) -> Result<()> {
         self.check_process()?;
         match &self.engine {
-            Engine::Threads(t) => t.submit(job),
-            Engine::Processes(p) => p.submit_all(vec![job]),
+            Engine::Threads(t) => t.submit_all(std::iter::once(job)),
+            Engine::Processes(p) => p.submit_all(std::iter::once(job)),
         }
     }
 

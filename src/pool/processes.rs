@@ -42,7 +42,7 @@
 use super::job::Job;
 use super::records::{self, Target};
 use super::worker::{pool_worker, Boot};
-use super::{Options, PoolState};
+use super::{accepting, Options, PoolState};
 use crate::call::Outcome;
 use crate::process::{self, Process, StartMethod};
 use crate::queue::shared::SharedQueue;
@@ -413,21 +413,20 @@ impl Processes {
     }
 
     /// Queues `jobs` (all or none).
-    pub(crate) fn submit_all(&self, jobs: Vec<Job>) -> Result<()> {
+    pub(crate) fn submit_all(&self, jobs: impl IntoIterator<Item = Job>) -> Result<()> {
         let sh = &self.shared;
         let mut s = sh.lock();
-        if s.state != PoolState::Running {
-            return Err(Error::new(WEFT_CLOSED, "the pool is closed: no new tasks"));
-        }
-        if let Some(e) = &s.broken {
-            return Err(e.clone());
-        }
-        let mut held = Vec::with_capacity(jobs.len());
+        accepting(s.state, &s.broken)?;
+        let start = s.pending.len();
         for job in jobs {
-            let slot = sh.slot_of(&mut s, job.func)?;
-            held.push(Held { job, slot, deaths: 0 });
+            match sh.slot_of(&mut s, job.func) {
+                Ok(slot) => s.pending.push_back(Held { job, slot, deaths: 0 }),
+                Err(e) => {
+                    s.pending.truncate(start);
+                    return Err(e);
+                }
+            }
         }
-        s.pending.extend(held);
         sh.pump(&mut s);
         Ok(())
     }

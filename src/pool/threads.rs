@@ -18,7 +18,7 @@
 
 use super::job::Job;
 use crate::future::Future;
-use super::{Options, PoolState};
+use super::{accepting, Options, PoolState};
 use crate::futex::PrivateWord;
 use crate::queue::private::wait::EventCount;
 use crate::status::{Error, Result, WEFT_CLOSED, WEFT_INVALID_STATE};
@@ -115,33 +115,17 @@ impl Threads {
         Ok(pool)
     }
 
-    /// Queues `job`. Errors: `WEFT_CLOSED` after close/shutdown, or the initializer's failure
-    /// once the pool is broken.
-    pub(crate) fn submit(&self, job: Job) -> Result<()> {
-        let mut s = self.shared.lock();
-        if s.state != PoolState::Running {
-            return Err(Error::new(WEFT_CLOSED, "the pool is closed: no new tasks"));
-        }
-        if let Some(e) = &s.broken {
-            return Err(e.clone());
-        }
-        s.jobs.push_back(job);
-        drop(s);
-        self.shared.jobs_ready.notify_one();
-        Ok(())
-    }
-
-    /// Queues several jobs under one lock hold (map's chunks). Errors: as `submit`; then none
-    /// is queued.
-    pub(crate) fn submit_all(&self, jobs: Vec<Job>) -> Result<()> {
-        let mut s = self.shared.lock();
-        if s.state != PoolState::Running {
-            return Err(Error::new(WEFT_CLOSED, "the pool is closed: no new tasks"));
-        }
-        if let Some(e) = &s.broken {
-            return Err(e.clone());
-        }
+    /// Queues `jobs` under one lock hold. Errors: `WEFT_CLOSED` after close/shutdown, or the
+    /// initializer's failure once the pool is broken; then none is queued.
+    pub(crate) fn submit_all<I>(&self, jobs: I) -> Result<()>
+    where
+        I: IntoIterator<Item = Job>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let jobs = jobs.into_iter();
         let n = jobs.len();
+        let mut s = self.shared.lock();
+        accepting(s.state, &s.broken)?;
         s.jobs.extend(jobs);
         drop(s);
         if n == 1 {

@@ -687,27 +687,12 @@ fn garbage_gives_corrupted_never_a_crash_or_hang() {
             q.word(J_COMMIT).store([192, 320, 7][(rng.next() % 3) as usize], Relaxed);
             die_holding_the_lock(&q);
         }
-        let mut bad = false;
-        let mut check = |r: Result<()>, what: &str| {
-            if let Err(e) = r {
-                assert!(allowed.contains(&e.code), "iteration {iter}, {what}: {e:?}");
-                bad |= e.code == WEFT_CORRUPTED;
-            }
-        };
-        let short = || Deadline::from_timeout_ns(200_000);
-        let mut buf = [0u8; 300];
-        check(q.get(NOW).map(|_| ()), "get");
-        check(q.get_into(&mut buf, short()).map(|_| ()), "get_into");
-        check(q.get_many(10, NOW).map(|_| ()), "get_many");
-        check(q.get_word(short()).map(|_| ()), "get_word");
-        check(q.put(&buf[..(rng.next() % 300) as usize], 1, short()), "put");
-        check(q.put_many(&[b"x", b"yy"], -1, NOW).1, "put_many");
-        check(q.task_done(), "task_done");
-        check(q.join(NOW), "join");
-        check(q.check_ordered().map(|_| ()), "census");
+        let mut d = super::tests::Damaged { allowed: &allowed, iter, corrupted: false };
+        d.use_every_operation(&q, &mut rng, 300, 1);
+        d.check(q.check_ordered().map(|_| ()), "census");
         let _ = (q.qsize(), q.empty(), q.full(), q.unfinished(), q.is_shut_down());
-        check(q.shutdown(rng.next() % 2 == 0), "shutdown");
-        detected += usize::from(bad);
+        d.check(q.shutdown(rng.next() % 2 == 0), "shutdown");
+        detected += usize::from(d.corrupted);
     }
     assert!(detected > 100, "damage is detected: {detected}");
 }

@@ -545,6 +545,38 @@ fn damaged_cursors_records_and_flags_give_corrupted() {
     assert_eq!(code(q.get(NOW).map(|_| ())), WEFT_CORRUPTED);
 }
 
+/// The calls on a queue whose memory a test damaged: each must succeed or fail with one of
+/// `allowed`; `corrupted` records whether one reported `WEFT_CORRUPTED`.
+pub(super) struct Damaged<'a> {
+    pub(super) allowed: &'a [crate::status::weft_status],
+    pub(super) iter: usize,
+    pub(super) corrupted: bool,
+}
+
+impl Damaged<'_> {
+    pub(super) fn check(&mut self, r: Result<()>, what: &str) {
+        if let Err(e) = r {
+            assert!(self.allowed.contains(&e.code), "iteration {}, {what}: {e:?}", self.iter);
+            self.corrupted |= e.code == WEFT_CORRUPTED;
+        }
+    }
+
+    /// Gets and puts of every shape (items up to `item_max` bytes, put with `priority` and
+    /// put_many with `-priority`), task_done and join.
+    pub(super) fn use_every_operation(&mut self, q: &SharedQueue, rng: &mut XorShift, item_max: usize, priority: i64) {
+        let short = || Deadline::from_timeout_ns(200_000);
+        let mut buf = vec![0u8; item_max];
+        self.check(q.get(NOW).map(|_| ()), "get");
+        self.check(q.get_into(&mut buf, short()).map(|_| ()), "get_into");
+        self.check(q.get_many(10, NOW).map(|_| ()), "get_many");
+        self.check(q.get_word(short()).map(|_| ()), "get_word");
+        self.check(q.put(&buf[..(rng.next() % item_max as u64) as usize], priority, short()), "put");
+        self.check(q.put_many(&[b"x", b"yy"], -priority, NOW).1, "put_many");
+        self.check(q.task_done(), "task_done");
+        self.check(q.join(NOW), "join");
+    }
+}
+
 #[test]
 fn garbage_gives_corrupted_never_a_crash_or_hang() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
@@ -579,26 +611,11 @@ fn garbage_gives_corrupted_never_a_crash_or_hang() {
                 }
             }
         }
-        let mut bad = false;
-        let mut check = |r: Result<()>, what: &str| {
-            if let Err(e) = r {
-                assert!(allowed.contains(&e.code), "iteration {iter}, {what}: {e:?}");
-                bad |= e.code == WEFT_CORRUPTED;
-            }
-        };
-        let short = || Deadline::from_timeout_ns(200_000);
-        let mut buf = [0u8; 64];
-        check(q.get(NOW).map(|_| ()), "get");
-        check(q.get_into(&mut buf, short()).map(|_| ()), "get_into");
-        check(q.get_many(10, NOW).map(|_| ()), "get_many");
-        check(q.get_word(short()).map(|_| ()), "get_word");
-        check(q.put(&buf[..(rng.next() % 64) as usize], 0, short()), "put");
-        check(q.put_many(&[b"x", b"yy"], 0, NOW).1, "put_many");
-        check(q.task_done(), "task_done");
-        check(q.join(NOW), "join");
+        let mut d = Damaged { allowed: &allowed, iter, corrupted: false };
+        d.use_every_operation(&q, &mut rng, 64, 0);
         let _ = (q.qsize(), q.empty(), q.full(), q.unfinished(), q.is_shut_down());
-        check(q.shutdown(rng.next() % 2 == 0), "shutdown");
-        detected += usize::from(bad);
+        d.check(q.shutdown(rng.next() % 2 == 0), "shutdown");
+        detected += usize::from(d.corrupted);
     }
     assert!(detected > 50, "damage is detected: {detected}");
 }
