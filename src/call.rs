@@ -2,7 +2,7 @@
 //! message out, and "was I asked to cancel?". The same context serves threads now and pools
 //! and processes later; capabilities are added here, never to the task signature.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What a task produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,21 +23,13 @@ pub struct Call<'a> {
     message: Option<String>,
     cancel: &'a AtomicU32,
     fds: &'a [i32],
-    /// A cancel ticket another process may mark (see [`Call::with_ticket`]).
-    ticket: Option<(&'a AtomicU64, u64)>,
 }
 
 impl<'a> Call<'a> {
-    /// A context over `arg`, watching `cancel` (non-zero once cancellation is requested).
+    /// A context over `arg`, watching the cancel word `cancel` (cancellation is requested once
+    /// its bit 0 is set, see `futex::CANCEL_BIT`).
     pub fn new(arg: &'a [u8], cancel: &'a AtomicU32) -> Self {
-        Call { arg, result: None, message: None, cancel, fds: &[], ticket: None }
-    }
-    /// The same context also cancelled once `ticket` holds `id << 1 | 1`: a process-pool worker
-    /// stores `id << 1` before running task `id`, and the parent marks the low bit with a
-    /// compare-and-swap that fails once the worker has moved on to another task.
-    pub fn with_ticket(mut self, ticket: &'a AtomicU64, id: u64) -> Self {
-        self.ticket = Some((ticket, id));
-        self
+        Call { arg, result: None, message: None, cancel, fds: &[] }
     }
     /// The same context handing the task the descriptors `fds` (a child process's passed
     /// descriptors, in the order the parent gave them).
@@ -63,8 +55,7 @@ impl<'a> Call<'a> {
     }
     /// True once somebody asked this task to cancel.
     pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Acquire) != 0
-            || self.ticket.is_some_and(|(t, id)| t.load(Ordering::Acquire) == id << 1 | 1)
+        self.cancel.load(Ordering::Acquire) & crate::futex::CANCEL_BIT != 0
     }
     /// Turns the task's return status and what it set into an outcome.
     pub fn finish(self, status: crate::status::weft_status) -> Outcome {

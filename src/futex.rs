@@ -9,7 +9,10 @@
 //! retried by the callers' loops without extending the wait. A wait marked
 //! [`Interrupt::Cancellable`] made by a weft thread also watches that thread's cancel word
 //! (with `futex_waitv`, Linux 5.16+; older kernels fall back to waits sliced at 20 ms), so that
-//! `weft_thread_cancel` wakes the thread out of any weft wait.
+//! `weft_thread_cancel` wakes the thread out of any weft wait. A cancel word asks to cancel
+//! once its bit 0 is set; the other bits are free for the word's owner (a process-pool worker
+//! keeps the running task's number there, in shared memory, so that the parent's request names
+//! the task it is meant for and its wake-up reaches the worker).
 
 use crate::time::Deadline;
 use std::cell::Cell;
@@ -154,7 +157,13 @@ struct FutexWaitv {
 thread_local! {
     /// The calling weft thread's cancel word, or null for threads weft did not start.
     static CANCEL_WORD: Cell<*const AtomicU32> = const { Cell::new(ptr::null()) };
+    /// Whether that word lives in memory shared with other processes (waited on with a
+    /// process-shared futex).
+    static CANCEL_SHARED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// The bit of a cancel word that asks to cancel.
+pub(crate) const CANCEL_BIT: u32 = 1;
 
 /// 0 unknown, 1 futex_waitv works, 2 it does not.
 static WAITV_SUPPORT: AtomicU8 = AtomicU8::new(0);
@@ -163,6 +172,14 @@ static WAITV_SUPPORT: AtomicU8 = AtomicU8::new(0);
 /// valid until it is removed; `thread/` keeps it inside the thread's shared record.
 pub(crate) fn set_cancel_word(word: *const AtomicU32) {
     CANCEL_WORD.with(|c| c.set(word));
+    CANCEL_SHARED.with(|c| c.set(false));
+}
+
+/// As [`set_cancel_word`], for a word in memory shared with another process, which asks with
+/// [`raise_shared_cancel`].
+pub(crate) fn set_shared_cancel_word(word: *const AtomicU32) {
+    CANCEL_WORD.with(|c| c.set(word));
+    CANCEL_SHARED.with(|c| c.set(true));
 }
 
 /// True when the calling thread is a weft thread that was asked to cancel: for waits that are
@@ -171,7 +188,7 @@ pub(crate) fn cancel_requested() -> bool {
     CANCEL_WORD.with(|c| {
         let w = c.get();
         // SAFETY: a non-null cancel word stays valid until the thread removes it (see above).
-        !w.is_null() && unsafe { &*w }.load(Ordering::Acquire) != 0
+        !w.is_null() && unsafe { &*w }.load(Ordering::Acquire) & CANCEL_BIT != 0
     })
 }
 
@@ -182,8 +199,19 @@ pub(crate) fn cancellable_thread() -> bool {
 
 /// Sets a thread's cancel word and wakes that thread out of whatever weft wait it is in.
 pub(crate) fn raise_cancel(word: &AtomicU32) {
-    word.store(1, Ordering::Release);
+    word.store(CANCEL_BIT, Ordering::Release);
     wake_on(word, u32::MAX, true);
+}
+
+/// Asks the thread whose shared cancel word (see [`set_shared_cancel_word`]) holds `current`
+/// to cancel, waking it out of any weft wait; false (nothing done) once the word holds
+/// something else.
+pub(crate) fn raise_shared_cancel(word: &AtomicU32, current: u32) -> bool {
+    let asked = word.compare_exchange(current, current | CANCEL_BIT, Ordering::AcqRel, Ordering::Acquire).is_ok();
+    if asked {
+        wake_on(word, u32::MAX, false);
+    }
+    asked
 }
 
 fn errno() -> i32 {
@@ -207,11 +235,19 @@ fn futex_wait_plain(word: &AtomicU32, expected: u32, deadline: Deadline, private
     }
 }
 
-fn futex_waitv(word: &AtomicU32, expected: u32, cancel: &AtomicU32, deadline: Deadline, private: bool) -> Option<Wait> {
+/// The cancel entry of a `futex_waitv`: `cancel` still holding `seen` (bit 0 clear).
+struct CancelWatch<'a> {
+    word: &'a AtomicU32,
+    seen: u32,
+    shared: bool,
+}
+
+fn futex_waitv(word: &AtomicU32, expected: u32, cancel: &CancelWatch<'_>, deadline: Deadline, private: bool) -> Option<Wait> {
     let flags = FUTEX2_SIZE_U32 | if private { FUTEX2_PRIVATE } else { 0 };
+    let cancel_flags = FUTEX2_SIZE_U32 | if cancel.shared { 0 } else { FUTEX2_PRIVATE };
     let waiters = [
         FutexWaitv { val: expected as u64, uaddr: word.as_ptr() as u64, flags, reserved: 0 },
-        FutexWaitv { val: 0, uaddr: cancel.as_ptr() as u64, flags: FUTEX2_SIZE_U32 | FUTEX2_PRIVATE, reserved: 0 },
+        FutexWaitv { val: cancel.seen as u64, uaddr: cancel.word.as_ptr() as u64, flags: cancel_flags, reserved: 0 },
     ];
     let ts = deadline.as_timespec();
     let tsp = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
@@ -241,14 +277,16 @@ pub(crate) fn wait_on(word: &AtomicU32, expected: u32, deadline: Deadline, inter
     if cancel.is_null() {
         return futex_wait_plain(word, expected, deadline, private);
     }
-    // SAFETY: a non-null cancel word is owned by the current thread's record, which outlives
-    // its installation (removed before the record can be dropped).
+    // SAFETY: a non-null cancel word is owned by the current thread's record (or its pool
+    // worker's shared ticket), which outlives its installation (removed before it can go).
     let cancel = unsafe { &*cancel };
-    if cancel.load(Ordering::Acquire) != 0 {
+    let seen = cancel.load(Ordering::Acquire);
+    if seen & CANCEL_BIT != 0 {
         return Wait::Cancelled;
     }
+    let watch = CancelWatch { word: cancel, seen, shared: CANCEL_SHARED.with(|c| c.get()) };
     let outcome = if WAITV_SUPPORT.load(Ordering::Relaxed) != 2 {
-        match futex_waitv(word, expected, cancel, deadline, private) {
+        match futex_waitv(word, expected, &watch, deadline, private) {
             Some(w) => {
                 WAITV_SUPPORT.store(1, Ordering::Relaxed);
                 w
@@ -261,7 +299,7 @@ pub(crate) fn wait_on(word: &AtomicU32, expected: u32, deadline: Deadline, inter
     } else {
         sliced_wait(word, expected, deadline, private)
     };
-    if cancel.load(Ordering::Acquire) != 0 {
+    if cancel.load(Ordering::Acquire) & CANCEL_BIT != 0 {
         Wait::Cancelled
     } else {
         outcome

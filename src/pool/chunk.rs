@@ -11,7 +11,7 @@ use crate::call::Call;
 use crate::capi::call::run_c_task;
 use crate::process::child::TaskFn;
 use crate::status::{Error, Result, WEFT_CORRUPTED, WEFT_OK};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
 
 /// Appends `item` to packed items.
 pub(crate) fn pack_item(packed: &mut Vec<u8>, item: &[u8]) {
@@ -74,16 +74,13 @@ pub(crate) fn outcomes(result: &[u8]) -> impl Iterator<Item = Result<ItemOutcome
 }
 
 /// Runs `func` on every item of `packed` in turn (each with its own `weft_call`, all watching
-/// `cancel`, and `ticket` when given: see `Call::with_ticket`), and returns the chunk result.
-/// An item whose result (or message) exceeds 4 GiB fails with `WEFT_INVALID_ARGUMENT`.
-pub(crate) fn run(func: TaskFn, packed: &[u8], cancel: &AtomicU32, ticket: Option<(&AtomicU64, u64)>) -> Result<Vec<u8>> {
+/// the cancel word `cancel`), and returns the chunk result. An item whose result (or message)
+/// exceeds 4 GiB fails with `WEFT_INVALID_ARGUMENT`.
+pub(crate) fn run(func: TaskFn, packed: &[u8], cancel: &AtomicU32) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(packed.len());
     for item in items(packed) {
         let item = item?;
         let mut call = Call::new(item, cancel);
-        if let Some((t, id)) = ticket {
-            call = call.with_ticket(t, id);
-        }
         let status = run_c_task(func, &mut call);
         let o = call.finish(status);
         let (status, bytes) = if o.status == WEFT_OK { (WEFT_OK, &o.result[..]) } else { (o.status, o.message.as_bytes()) };
@@ -133,7 +130,7 @@ mod tests {
         for x in [1u8, 0, 3] {
             pack_item(&mut p, &[x]);
         }
-        let out = run(double_or_fail, &p, &AtomicU32::new(0), None).unwrap();
+        let out = run(double_or_fail, &p, &AtomicU32::new(0)).unwrap();
         let got: Vec<ItemOutcome> = outcomes(&out).map(|r| r.unwrap()).collect();
         assert_eq!(got[0], ItemOutcome { status: WEFT_OK, bytes: &[2] });
         assert_eq!(got[1], ItemOutcome { status: crate::status::WEFT_INVALID_ARGUMENT, bytes: b"zero" });

@@ -56,7 +56,7 @@ impl Job {
         }
         let outcome = if self.chunk {
             crate::futex::set_cancel_word(self.future.cancel_word());
-            let r = super::chunk::run(self.func, self.arg.as_slice(), self.future.cancel_word(), None);
+            let r = super::chunk::run(self.func, self.arg.as_slice(), self.future.cancel_word());
             crate::futex::set_cancel_word(own_cancel);
             match r {
                 Ok(result) => Outcome { status: crate::status::WEFT_OK, result, message: String::new() },

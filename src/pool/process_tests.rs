@@ -247,6 +247,41 @@ fn a_running_task_in_a_worker_process_sees_a_cancel_request() {
     p.shutdown(true, false, NEVER).unwrap();
 }
 
+/// Waits forever on an event nobody sets, in a cancellable weft wait: returns the wait's
+/// status (WEFT_CANCELLED once the wait is cut short by a cancel request).
+unsafe extern "C" fn waits_forever(c: *mut weft_call) -> weft_status {
+    let c = call(c);
+    let never = crate::sync::event::Event::<crate::futex::PrivateWord>::new();
+    match never.wait(NEVER, crate::futex::Interrupt::Cancellable) {
+        Ok(()) => WEFT_OK,
+        Err(e) => {
+            c.set_message(format!("the wait ended: {}", e.message));
+            e.code
+        }
+    }
+}
+
+#[test]
+fn a_cancel_request_wakes_a_weft_wait_inside_a_worker_process() {
+    let p = pool(1);
+    let waiting = p.submit(waits_forever, &[]).unwrap();
+    let next = p.submit(work, &arg(7, None)).unwrap();
+    while waiting.state() != State::Running {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50)); // the worker is inside the wait
+    assert!(!waiting.cancel(), "a running task is only asked");
+    // Without the wake-up the wait would never end.
+    assert_eq!(waiting.result(NEVER).unwrap_err().code, WEFT_CANCELLED);
+    assert_eq!(u64_of(next.result(NEVER).unwrap()), 8);
+    // The worker's next weft wait is not cancelled by the old request.
+    let again = p.submit(waits_forever, &[]).unwrap();
+    assert_eq!(again.result(Deadline::from_timeout_ns(100_000_000)).unwrap_err().code, crate::status::WEFT_TIMEOUT);
+    again.cancel();
+    assert_eq!(again.result(NEVER).unwrap_err().code, WEFT_CANCELLED);
+    p.shutdown(true, false, NEVER).unwrap();
+}
+
 #[test]
 fn close_then_join_and_terminate() {
     let p = pool(2);

@@ -31,11 +31,13 @@
 //!
 //! # Cancelling a running task
 //!
-//! Each worker has a cancel ticket, a one-item int64 array in the space: the worker stores
-//! `id << 1` before it runs task `id`; when the future of the task a worker is running has a
-//! cancel request, the collector (at its next check) sets bit 0 with a compare-and-swap from
-//! `id << 1`, which fails harmlessly once the worker has moved on. The task's
-//! `weft_call_cancelled` reads the ticket (`Call::with_ticket`).
+//! Each worker has a cancel ticket, a one-item uint32 array in the space: the worker stores
+//! the task's number shifted left by one (`worker::ticket_of`) before it runs the task, and
+//! makes the ticket the cancel word of the task's `weft_call` and of the weft waits inside it.
+//! When the future of the task a worker is running has a cancel request, the collector (at
+//! its next check) sets bit 0 with a compare-and-swap from that value, which fails harmlessly
+//! once the worker has moved on, and wakes the worker's waits with a process-shared futex wake
+//! (`futex::raise_shared_cancel`).
 //!
 //! Workers are daemons: each dies with the parent, however the parent ends.
 
@@ -62,8 +64,16 @@ const TASK_QUEUE_BYTES: u64 = 1 << 20;
 const RESULT_QUEUE_BYTES: u64 = 4 << 20;
 /// How often the collector checks the workers' processes when answers keep coming.
 const CHECK_NS: u64 = 10_000_000;
-/// Tasks slower than this (the pace of a worker's answers) are sent at most two at a time.
+/// Tasks slower than this (by the run times workers report) are sent at most
+/// [`LONG_WINDOW`] at a time.
 const LONG_TASK_NS: u64 = 50_000;
+/// Most unanswered long tasks one worker holds: enough that the collector can sleep through
+/// a few answers, few enough that a worker finishing early is not left idle at the end.
+const LONG_WINDOW: usize = 4;
+/// Longest the collector sleeps through answers while every worker has a backlog.
+const MAX_NAP_NS: u64 = 2_000_000;
+/// Shorter naps are not taken (the collector waits for the next answer instead).
+const MIN_NAP_NS: u64 = 100_000;
 /// Answers the collector takes at once.
 const BATCH: usize = 256;
 
@@ -84,8 +94,8 @@ struct Worker {
     index: u32,
     process: Arc<Process>,
     tasks: SharedQueue,
-    /// The cancel ticket: `id << 1` while task `id` runs, the parent sets bit 0 to ask it to
-    /// cancel (see `Call::with_ticket`).
+    /// The cancel ticket: `worker::ticket_of(id)` while task `id` runs; the parent sets bit 0
+    /// to ask it to cancel.
     ticket: SharedArray,
     sent: VecDeque<Sent>,
     /// Unanswered tasks (the `Some` entries of `sent`).
@@ -93,8 +103,6 @@ struct Worker {
     defined: Vec<bool>,
     /// Tasks this worker may still be sent (`max_tasks`), or `u64::MAX`.
     quota: u64,
-    /// When this worker's last answer was taken (0: none yet, or it had been idle).
-    last_answer_ns: u64,
 }
 
 struct State {
@@ -113,7 +121,7 @@ struct State {
     broken: Option<Error>,
     /// Set once the collector has left (after every worker).
     collector_done: bool,
-    /// Moving average of the time between a worker's consecutive answers, in ns.
+    /// Moving average of the run time of a record (task or chunk), in ns, as workers report it.
     task_ns: u64,
 }
 
@@ -163,11 +171,11 @@ impl Shared {
                 let space = crate::space::handle::default_space()?;
                 let qopts = QueueOptions { kind: Kind::Fifo, maxsize: 0, max_bytes: TASK_QUEUE_BYTES, joinable: false };
                 let q = SharedQueue::create(space.clone(), None, qopts)?;
-                (q, SharedArray::create(space, None, b'q', 1, None, false)?)
+                (q, SharedArray::create(space, None, b'I', 1, None, false)?)
             }
         };
-        // No task of this worker runs yet: nothing can match.
-        ticket.store(0, u64::MAX as i64)?;
+        // No task of this worker runs yet: an odd value, which no task's number matches.
+        ticket.store(0, u32::MAX as i64)?;
         let index = s.next_index;
         let initializer = match &self.opts.initializer {
             Some((f, arg)) => {
@@ -198,7 +206,7 @@ impl Shared {
         let process = process::start(pool_worker, &boot.encode(), &popts)?;
         s.next_index += 1;
         let quota = if self.opts.max_tasks == 0 { u64::MAX } else { self.opts.max_tasks };
-        s.workers.push(Worker { index, process, tasks, ticket, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota, last_answer_ns: 0 });
+        s.workers.push(Worker { index, process, tasks, ticket, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota });
         Ok(())
     }
 
@@ -207,10 +215,10 @@ impl Shared {
         let mut rec = Vec::new();
         // Each worker's share of the work, within [1, WINDOW]: a few long tasks go one per
         // worker (the next to whichever finishes first), a flood of short ones fills windows.
-        // Tasks that take long (by the answers' pace) go two at a time, so that a worker that
-        // finishes early is not left idle while the other still holds a backlog.
+        // Tasks that take long go a few at a time, so that a worker that finishes early is
+        // not left idle while another still holds a backlog.
         let workers = s.workers.len().max(1);
-        let cap = if s.task_ns > LONG_TASK_NS { 2 } else { WINDOW };
+        let cap = if s.task_ns > LONG_TASK_NS { LONG_WINDOW } else { WINDOW };
         let window = ((s.pending.len() + s.in_flight.len()) / workers).clamp(1, cap);
         while let Some(held) = s.pending.front() {
             // A task cancelled while it waited is dropped.
@@ -272,13 +280,7 @@ impl Shared {
             self.break_pool(s, Error::new(r.status, msg));
             return;
         }
-        let mut pace = None;
         if let Some(w) = s.workers.iter_mut().find(|w| w.index == r.worker) {
-            // The pace of a busy worker's answers is its tasks' length.
-            let now = crate::time::now_ns();
-            if w.last_answer_ns != 0 {
-                pace = Some(now.saturating_sub(w.last_answer_ns));
-            }
             // Everything sent before this task was taken before it.
             while let Some(front) = w.sent.pop_front() {
                 if front == Some(r.id) {
@@ -289,11 +291,8 @@ impl Shared {
                     w.load -= 1;
                 }
             }
-            w.last_answer_ns = if w.load > 0 { now } else { 0 };
         }
-        if let Some(p) = pace {
-            s.task_ns = if s.task_ns == 0 { p } else { (s.task_ns * 7 + p) / 8 };
-        }
+        s.task_ns = if s.task_ns == 0 { r.ns.max(1) } else { (s.task_ns * 7 + r.ns) / 8 };
         if let Some(held) = s.in_flight.remove(&r.id) {
             let outcome = if r.status == WEFT_OK {
                 Outcome { status: WEFT_OK, result: r.bytes.to_vec(), message: String::new() }
@@ -464,6 +463,7 @@ impl Processes {
             s.state = PoolState::Closed;
             if cancel_pending { s.pending.drain(..).collect() } else { Vec::new() }
         };
+        self.shared.changed.notify_all();
         for held in cancelled {
             held.job.future.cancel();
         }
@@ -481,6 +481,7 @@ impl Processes {
             let s = &mut *s;
             s.pending.drain(..).chain(s.in_flight.drain().map(|(_, h)| h)).collect()
         };
+        self.shared.changed.notify_all();
         for h in held {
             if !h.job.future.cancel() {
                 let _ = h.job.future.set_failure(WEFT_CANCELLED, "the pool was terminated");
@@ -552,8 +553,7 @@ fn collect(sh: &Shared) {
             for w in &s.workers {
                 let Some(&Some(id)) = w.sent.iter().find(|r| r.is_some()) else { continue };
                 if s.in_flight.get(&id).is_some_and(|h| h.job.future.cancel_requested()) {
-                    let at = (id << 1) as i64;
-                    let _ = w.ticket.compare_exchange(0, at, at | 1);
+                    crate::futex::raise_shared_cancel(ticket_word(&w.ticket), super::worker::ticket_of(id));
                 }
             }
             while let Some(dead) = s.workers.iter().find(|w| !w.process.is_alive()).map(|w| w.index) {
@@ -577,5 +577,31 @@ fn collect(sh: &Shared) {
             sh.changed.notify_all();
             return;
         }
+        if let Some(ns) = nap(&s) {
+            // Every worker has tasks queued behind the one it runs: sleep through a few
+            // answers and take them together (one wake-up, for this thread and for whoever
+            // waits on their futures, instead of one per answer, on CPUs the workers need).
+            // `terminate` and `shutdown` wake the nap early.
+            drop(sh.changed.wait_timeout(s, std::time::Duration::from_nanos(ns)));
+        }
     }
+}
+
+/// How long the collector may sleep before taking answers, when every worker holds long
+/// tasks queued behind the one it runs: until the least loaded worker is about to run dry.
+fn nap(s: &State) -> Option<u64> {
+    if s.task_ns <= LONG_TASK_NS || s.state != PoolState::Running {
+        return None;
+    }
+    let least = s.workers.iter().filter(|w| w.quota > 0).map(|w| w.load).min()?;
+    // `least - 1` tasks are queued behind a running one that is half done on average.
+    let ns = (s.task_ns * least.saturating_sub(1) as u64).saturating_sub(s.task_ns / 2).min(MAX_NAP_NS);
+    (ns >= MIN_NAP_NS).then_some(ns)
+}
+
+/// The word of a worker's cancel ticket.
+fn ticket_word(ticket: &SharedArray) -> &std::sync::atomic::AtomicU32 {
+    // SAFETY: every ticket is a one-item uint32 array made by `start_worker`; its data is
+    // 64-aligned and lives as long as `ticket`; it is only accessed atomically.
+    unsafe { &*(ticket.data() as *const std::sync::atomic::AtomicU32) }
 }

@@ -8,8 +8,9 @@
 //!   offset, symbol and file identity (`process::target::Located`).
 //!
 //! Worker → parent (the pool's result queue):
-//! - `worker: u32, status: i32, id: u64, kind: u8`, then the result bytes (status OK) or the
-//!   failure message; kind 0 is a task's outcome, kind 1 says the initializer failed.
+//! - `worker: u32, status: i32, id: u64, ns: u64, kind: u8`, then the result bytes (status OK)
+//!   or the failure message; `ns` is how long the worker ran the task (the parent paces its
+//!   sends by it); kind 0 is a task's outcome, kind 1 says the initializer failed.
 
 use crate::process::target::Located;
 use crate::status::{Error, Result, WEFT_CORRUPTED};
@@ -129,11 +130,12 @@ pub(crate) fn read_incoming(rec: &[u8]) -> Result<Incoming<'_>> {
 }
 
 /// A result record.
-pub(crate) fn result(out: &mut Vec<u8>, worker: u32, status: i32, id: u64, kind: u8, bytes: &[u8]) {
+pub(crate) fn result(out: &mut Vec<u8>, worker: u32, status: i32, id: u64, ns: u64, kind: u8, bytes: &[u8]) {
     out.clear();
     out.extend_from_slice(&worker.to_le_bytes());
     out.extend_from_slice(&status.to_le_bytes());
     out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&ns.to_le_bytes());
     out.push(kind);
     out.extend_from_slice(bytes);
 }
@@ -144,6 +146,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) worker: u32,
     pub(crate) status: i32,
     pub(crate) id: u64,
+    /// How long the worker ran the task, in ns.
+    pub(crate) ns: u64,
     pub(crate) kind: u8,
     pub(crate) bytes: &'a [u8],
 }
@@ -154,11 +158,12 @@ pub(crate) fn read_result(rec: &[u8]) -> Result<Outgoing<'_>> {
     let worker = r.u32("worker")?;
     let status = r.u32("status")? as i32;
     let id = r.u64("id")?;
+    let ns = r.u64("run time")?;
     let kind = r.take(1, "kind")?[0];
     if kind > RESULT_INIT_FAILED {
         return Err(bad("unknown result kind"));
     }
-    Ok(Outgoing { worker, status, id, kind, bytes: r.0 })
+    Ok(Outgoing { worker, status, id, ns, kind, bytes: r.0 })
 }
 
 #[cfg(test)]
@@ -179,10 +184,12 @@ mod tests {
             }
         }
         let mut r = Vec::new();
-        result(&mut r, 2, -5, 11, RESULT_TASK, b"msg");
-        assert_eq!(read_result(&r).unwrap(), Outgoing { worker: 2, status: -5, id: 11, kind: 0, bytes: b"msg" });
-        assert_eq!(read_result(&r[..12]).unwrap_err().code, WEFT_CORRUPTED);
-        r[16] = 9;
+        result(&mut r, 2, -5, 11, 1234, RESULT_TASK, b"msg");
+        assert_eq!(read_result(&r).unwrap(), Outgoing { worker: 2, status: -5, id: 11, ns: 1234, kind: 0, bytes: b"msg" });
+        for n in [12, 20, 24] {
+            assert_eq!(read_result(&r[..n]).unwrap_err().code, WEFT_CORRUPTED, "cut at {n}");
+        }
+        r[24] = 9;
         assert_eq!(read_result(&r).unwrap_err().code, WEFT_CORRUPTED);
     }
 }

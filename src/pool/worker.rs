@@ -16,12 +16,19 @@ use std::sync::atomic::AtomicU32;
 pub(crate) struct Boot {
     pub(crate) tasks: Vec<u8>,
     pub(crate) results: Vec<u8>,
-    /// Token of the worker's cancel ticket (a one-item `q` array; see `Call::with_ticket`).
+    /// Token of the worker's cancel ticket (a one-item `I` array; see `processes.rs`).
     pub(crate) ticket: Vec<u8>,
     pub(crate) worker: u32,
     pub(crate) max_tasks: u64,
     /// The initializer's define record and argument.
     pub(crate) initializer: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The value a worker's cancel ticket holds while it runs task `id`: the task number's low 31
+/// bits, shifted over the cancel bit (a worker is never more than a window of tasks ahead of
+/// the number the parent asks about, so they cannot be confused).
+pub(crate) fn ticket_of(id: u64) -> u32 {
+    (id as u32) << 1
 }
 
 fn put(out: &mut Vec<u8>, b: &[u8]) {
@@ -103,12 +110,12 @@ fn serve(arg: &[u8]) -> Result<()> {
     let tasks = SharedQueue::from_token(&boot.tasks)?;
     let results = SharedQueue::from_token(&boot.results)?;
     let tickets = crate::space::array::SharedArray::from_token(&boot.ticket)?;
-    if tickets.type_char() != b'q' || tickets.is_empty() {
-        return Err(Error::new(WEFT_CORRUPTED, "the pool worker's cancel ticket is not an int64 array"));
+    if tickets.type_char() != b'I' || tickets.is_empty() {
+        return Err(Error::new(WEFT_CORRUPTED, "the pool worker's cancel ticket is not a uint32 array"));
     }
-    // SAFETY: the array's data is 64-aligned, holds at least one 8-byte item, and lives as
+    // SAFETY: the array's data is 64-aligned, holds at least one 4-byte item, and lives as
     // long as `tickets`, which outlives every use below; it is only accessed atomically.
-    let ticket = unsafe { &*(tickets.data() as *const std::sync::atomic::AtomicU64) };
+    let ticket = unsafe { &*(tickets.data() as *const AtomicU32) };
     let cancel = AtomicU32::new(0);
     let mut out = Vec::new();
     if let Some((define, init_arg)) = &boot.initializer {
@@ -125,7 +132,7 @@ fn serve(arg: &[u8]) -> Result<()> {
             Err(e) => Some((e.code, e.message.into_owned())),
         };
         if let Some((status, message)) = failure {
-            records::result(&mut out, boot.worker, status, 0, records::RESULT_INIT_FAILED, message.as_bytes());
+            records::result(&mut out, boot.worker, status, 0, 0, records::RESULT_INIT_FAILED, message.as_bytes());
             return results.put(&out, 0, Deadline::Never);
         }
     }
@@ -146,15 +153,17 @@ fn serve(arg: &[u8]) -> Result<()> {
                 table[slot] = Some(resolve(&target));
             }
             Incoming::Task { slot, id, chunk, arg } => {
+                let started = crate::time::now_ns();
                 let (status, bytes) = match table.get(slot as usize) {
                     Some(Some(Ok(f))) => {
-                        // From here the parent may mark the ticket to ask this task to cancel.
-                        ticket.store(id << 1, std::sync::atomic::Ordering::Release);
-                        crate::futex::set_cancel_word(&cancel);
+                        // The ticket is this task's cancel word: the parent sets its bit 0 (only
+                        // while it still holds this task's number) and wakes weft waits in it.
+                        ticket.store(ticket_of(id), std::sync::atomic::Ordering::Release);
+                        crate::futex::set_shared_cancel_word(ticket);
                         let r = if chunk {
-                            super::chunk::run(*f, arg, &cancel, Some((ticket, id))).map(|r| (WEFT_OK, r))
+                            super::chunk::run(*f, arg, ticket).map(|r| (WEFT_OK, r))
                         } else {
-                            let mut call = Call::new(arg, &cancel).with_ticket(ticket, id);
+                            let mut call = Call::new(arg, ticket);
                             let status = run_c_task(*f, &mut call);
                             let o = call.finish(status);
                             Ok(if o.status == WEFT_OK { (WEFT_OK, o.result) } else { (o.status, o.message.into_bytes()) })
@@ -165,11 +174,12 @@ fn serve(arg: &[u8]) -> Result<()> {
                     Some(Some(Err(e))) => (e.code, format!("the task function cannot be found in the worker: {}", e.message).into_bytes()),
                     _ => (WEFT_CORRUPTED, b"a task for an undefined function".to_vec()),
                 };
-                records::result(&mut out, boot.worker, status, id, records::RESULT_TASK, &bytes);
+                let ns = crate::time::now_ns().saturating_sub(started);
+                records::result(&mut out, boot.worker, status, id, ns, records::RESULT_TASK, &bytes);
                 if let Err(e) = results.put(&out, 0, Deadline::Never) {
                     // Too large for the result queue: say so instead.
                     let why = format!("the task's result could not be sent: {}", e.message);
-                    records::result(&mut out, boot.worker, e.code, id, records::RESULT_TASK, why.as_bytes());
+                    records::result(&mut out, boot.worker, e.code, id, ns, records::RESULT_TASK, why.as_bytes());
                     results.put(&out, 0, Deadline::Never)?;
                 }
                 ran += 1;
