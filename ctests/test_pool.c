@@ -5,8 +5,8 @@
  * its thread-local state; max_tasks_per_worker; resizing; cancelling pending and running tasks
  * (a task blocked in a weft wait is woken); close, join, shutdown and terminate with waiters;
  * freeing a busy pool; several pools at once; a task group fed from a pool; pollable futures.
- * Process pools only answer WEFT_UNSUPPORTED for now. No test asserts a duration: each waits
- * for the state it needs (events, barriers, "blocked in the kernel"). */
+ * Process workers are tested in test_pool_process.c and test_pool_crash.c. No test asserts a
+ * duration: each waits for the state it needs (events, barriers, "blocked in the kernel"). */
 #define _GNU_SOURCE
 #include "helpers.h"
 

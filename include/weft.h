@@ -1878,8 +1878,10 @@ weft_status weft_future_set_failure(weft_future *future, weft_status status, con
  * WEFT_CANCELLED) and its callbacks run on the calling thread; `*cancelled` (when `cancelled`
  * is not NULL) receives true, as it does for a future cancelled before. A running future
  * cannot be cancelled: it receives a cooperative cancel request (its task sees
- * `weft_call_cancelled`, its runner `weft_future_cancel_requested`) and `*cancelled` receives
- * false, as for a finished future. Errors: WEFT_NULL_ARGUMENT, WEFT_INVALID_ARGUMENT.
+ * `weft_call_cancelled`, a weft wait inside the task ends with WEFT_CANCELLED, its runner sees
+ * `weft_future_cancel_requested`; a process-pool task gets the request within about 10 ms)
+ * and `*cancelled` receives false, as for a finished future. Errors: WEFT_NULL_ARGUMENT,
+ * WEFT_INVALID_ARGUMENT.
  *
  * # Safety
  * `future` must be NULL or a handle from weft; `cancelled` NULL or writable.
