@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <unistd.h>
@@ -1297,6 +1298,43 @@ TEST(pool_free_with_queued_tasks_completes_them) {
     weft_future_free(counted);
     weft_future_free(blocker);
     gate_free(&g);
+}
+
+/* Threads of this process (entries of /proc/self/task). */
+static int thread_count(void) {
+    DIR *d = opendir("/proc/self/task");
+    ASSERT_NOT_NULL(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+/* A joined pool leaves no thread behind, whatever its workers did (here: workers replaced
+ * after every task, and a process pool's collector), so that a fork right after it sees a
+ * single-threaded process. */
+TEST(pool_join_leaves_no_thread_behind) {
+    ASSERT_EQ(thread_count(), 1);
+    for (int kind = 0; kind < 2; kind++) {
+        weft_pool_options o = popts(3);
+        o.max_tasks_per_worker = 1;
+        if (kind == 1) {
+            o.kind = WEFT_POOL_PROCESSES;
+            o.start_method = WEFT_START_FORKSERVER;
+        }
+        weft_pool *p = new_pool_with(&o);
+        enum { N = 40 };
+        weft_future *fs[N];
+        for (uint64_t i = 0; i < N; i++) fs[i] = submit_u64(p, task_sq, i);
+        for (uint64_t i = 0; i < N; i++) {
+            ASSERT_UEQ(result_u64(fs[i]), sq(i));
+            weft_future_free(fs[i]);
+        }
+        ASSERT_OK(weft_pool_shutdown(p, true, false, WEFT_FOREVER));
+        ASSERT_EQ(thread_count(), 1);
+        weft_pool_free(p);
+    }
 }
 
 /* ---- several pools ------------------------------------------------------------------------- */

@@ -2550,7 +2550,9 @@ weft_status weft_pool_set_workers(weft_pool *pool, size_t n);
 weft_status weft_pool_close(weft_pool *pool);
 
 /**
- * Python's `Pool.join`: waits up to `timeout_ns` until every worker has left. Errors:
+ * Python's `Pool.join`: waits up to `timeout_ns` until every worker has left and the pool's
+ * threads (thread workers, a process pool's collector) have exited, so that a fork right
+ * after it copies no thread of the pool. Errors:
  * WEFT_NULL_ARGUMENT, WEFT_INVALID_STATE (the pool is still open: close, terminate or shut
  * it down first), WEFT_TIMEOUT, WEFT_CANCELLED.
  *
@@ -2563,7 +2565,8 @@ weft_status weft_pool_join(weft_pool *pool, uint64_t timeout_ns);
  * Python's `Executor.shutdown(wait, cancel_futures)`: the pool takes no more tasks; with
  * `cancel_pending`, queued tasks are cancelled (their futures complete as cancelled, waking
  * every waiter and as_completed iterator); with `wait`, waits up to `timeout_ns` for the
- * workers to leave. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT, WEFT_CANCELLED.
+ * workers to leave, as `weft_pool_join`. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT,
+ * WEFT_CANCELLED.
  *
  * # Safety
  * `pool` NULL or a handle from weft.

@@ -10,6 +10,11 @@
 //! the TAP is streamed to this test's output, and the test fails, quoting the failing lines,
 //! when the program exits non-zero. Run one C test by hand with
 //! `target/ctests/weft_ctests NAME` (or `--in-process NAME` under a debugger, `--list`).
+//!
+//! `ctests/scaling/scaling.c` is a separate program (a subdirectory, so the suite's glob leaves
+//! it out): it times a CPU-bound task over 1..N thread and process workers. It is built as
+//! `target/ctests/weft_scaling` against the same libweft.so, and its `--check` run (a tiny task,
+//! every result verified, no timing judged) is a test here.
 
 mod common;
 
@@ -143,6 +148,117 @@ fn build_suite(name: &str, extra_flags: &[&str]) -> PathBuf {
     cmd.arg(format!("-Wl,-rpath,{}", lib_dir.display()));
     run_compiler(cmd, "the C suite");
     exe
+}
+
+/// Compiles the standalone scaling program `ctests/scaling/scaling.c` into
+/// `target/ctests/weft_scaling` against libweft.so, with the suite's flags but optimised (it
+/// exists to time a CPU-bound loop). Its `--python` finds the peer script by absolute path.
+fn build_scaling() -> PathBuf {
+    let lib_dir = common::cdylib_dir();
+    let dir = common::root().join("ctests").join("scaling");
+    let out_dir = common::target_dir().join("ctests");
+    std::fs::create_dir_all(&out_dir).expect("create target/ctests");
+    let exe = out_dir.join("weft_scaling");
+    // Built under a temporary name and renamed into place, as the task library is: a program
+    // still running from an earlier build keeps its file (spawn workers re-open it).
+    let tmp = out_dir.join(format!("weft_scaling.tmp{}", std::process::id()));
+    let compiler = c_build(&["-O2"]).get_compiler();
+    let mut cmd = compiler.to_command();
+    cmd.arg("-I").arg(common::root().join("include"));
+    cmd.arg(format!("-DWEFT_SCALING_PEER=\"{}\"", dir.join("scaling_peer.py").display()));
+    cmd.arg(dir.join("scaling.c"));
+    cmd.arg("-o").arg(&tmp);
+    cmd.arg("-L").arg(lib_dir).arg("-lweft");
+    cmd.arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+    run_compiler(cmd, "the scaling program");
+    std::fs::rename(&tmp, &exe).unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), exe.display()));
+    exe
+}
+
+/// Runs `exe args` to completion (killed after `limit`) and returns its stdout; panics, quoting
+/// both streams, unless it exits with status 0.
+fn run_program(exe: &Path, args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(exe)
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .current_dir(common::root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+    // Read both streams on threads of their own, so that neither pipe can fill and block it.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the program") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} {args:?} did not finish within {limit:?}", exe.display());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let out = out_reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    println!("$ {} {}  # {:.2} s, {status}\n{out}{err}", exe.display(), args.join(" "), start.elapsed().as_secs_f64());
+    assert!(status.success(), "{} {args:?} failed ({status}):\n{out}{err}", exe.display());
+    out
+}
+
+/// The largest worker count of a scaling run, from its header ("... workers 1..N, ...").
+fn scaling_workers(out: &str) -> usize {
+    let at = out.find("workers 1..").unwrap_or_else(|| panic!("no \"workers 1..N\" in the output:\n{out}"));
+    let digits: String = out[at + "workers 1..".len()..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|e| panic!("bad worker count {digits:?} ({e}) in the output:\n{out}"))
+}
+
+/// Asserts that the table of a scaling run has one row per worker count for each kind
+/// ("KIND WORKERS TASKS SECONDS TASKS/S SPEEDUPx"). The figures themselves are not judged.
+fn assert_scaling_rows(out: &str) {
+    let n = scaling_workers(out);
+    assert!(n >= 1, "no worker count in the output:\n{out}");
+    for kind in ["threads", "processes"] {
+        let ks: Vec<usize> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() == 6 && f[0] == kind && f[5].ends_with('x'))
+            .map(|f| f[1].parse().unwrap_or_else(|e| panic!("bad worker count in a {kind} row ({e}):\n{out}")))
+            .collect();
+        assert_eq!(ks, (1..=n).collect::<Vec<_>>(), "the {kind} rows are not one per worker count 1..{n}:\n{out}");
+    }
+}
+
+/// The scaling program's correctness run, with every start method of its process pools (fork
+/// also with the Python peer, to check the script and the parsing of its figures): exit status
+/// 0 — every result was verified — and a row per worker count for both kinds.
+#[test]
+fn scaling_program_check() {
+    let exe = build_scaling();
+    // Not while a suite runs: the C suite's timing-sensitive tests get the CPUs to themselves.
+    let _one_at_a_time = RUNNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let limit = Duration::from_secs(60);
+    for method in ["fork", "forkserver", "spawn"] {
+        let out = run_program(&exe, &["--check", "--start-method", method], limit);
+        assert!(out.contains(&format!("process start method {method}")), "not a {method} run:\n{out}");
+        assert_scaling_rows(&out);
+    }
+    let out = run_program(&exe, &["--check", "--python"], limit);
+    assert_scaling_rows(&out);
+    assert!(out.contains("Python threads") && out.contains("Python processes"), "no Python figures:\n{out}");
 }
 
 /// The whole suite must finish within this (each C test also has its own timeout).

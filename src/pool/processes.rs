@@ -134,6 +134,8 @@ struct Shared {
     method: StartMethod,
     pool_id: u64,
     stop: AtomicBool,
+    /// The collector thread, joined by `join` (so that a joined pool leaves no thread behind).
+    collector: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A pool of worker processes.
@@ -391,6 +393,7 @@ impl Processes {
             method,
             pool_id: NEXT_POOL.fetch_add(1, Relaxed),
             stop: AtomicBool::new(false),
+            collector: Mutex::new(None),
         });
         {
             let mut s = shared.lock();
@@ -404,10 +407,11 @@ impl Processes {
             }
         }
         let sh = shared.clone();
-        std::thread::Builder::new()
+        let collector = std::thread::Builder::new()
             .name(format!("weft-pool-{}", shared.pool_id))
             .spawn(move || collect(&sh))
             .map_err(|e| Error::io("spawning the pool's collector thread", &e))?;
+        *shared.collector.lock().unwrap_or_else(|e| e.into_inner()) = Some(collector);
         Ok(Processes { shared })
     }
 
@@ -507,6 +511,16 @@ impl Processes {
                 },
             };
             s = sh.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        drop(s);
+        // The collector has nothing left to do but return (a callback it ran may be the caller).
+        let handle = sh.collector.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() == std::thread::current().id() {
+                *sh.collector.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+            } else {
+                let _ = h.join();
+            }
         }
         Ok(())
     }

@@ -12,14 +12,17 @@
 //! thread's for the duration of the task.
 //!
 //! Workers retire by themselves: when the pool is closed and the queue is empty, when the pool
-//! shrinks, or after `max_tasks` tasks (a replacement starts first). An initializer that fails
+//! shrinks, or after `max_tasks` tasks (a replacement starts first). Their threads are reaped
+//! (`pthread_join`) by the next worker start and by `join`, so that a joined pool leaves no
+//! thread behind (a fork right after it sees a single-threaded process). An initializer that fails
 //! breaks the pool: every queued job fails with its status and message, and so does every later
 //! submit.
 
 use super::job::Job;
 use crate::future::Future;
 use super::{accepting, Options, PoolState};
-use crate::futex::PrivateWord;
+use crate::futex::{Interrupt, PrivateWord};
+use crate::thread::Thread;
 use crate::queue::private::wait::EventCount;
 use crate::status::{Error, Result, WEFT_CLOSED, WEFT_INVALID_STATE};
 use crate::time::Deadline;
@@ -48,6 +51,10 @@ struct State {
     broken: Option<Error>,
     /// Each worker's current batch (by worker number), for `shutdown` and `terminate`.
     in_hand: std::collections::HashMap<u64, Hand>,
+    /// Each live worker's thread, by worker number.
+    threads: std::collections::HashMap<u64, Arc<Thread>>,
+    /// Threads of retired workers, not yet reaped.
+    exited: Vec<Arc<Thread>>,
 }
 
 /// A worker's current batch as `shutdown` and `terminate` see it: the jobs' futures, and per
@@ -95,6 +102,8 @@ impl Threads {
                 next_worker: 0,
                 broken: None,
                 in_hand: std::collections::HashMap::new(),
+                threads: std::collections::HashMap::new(),
+                exited: Vec::new(),
             }),
             jobs_ready: EventCount::new(),
             retired: EventCount::new(),
@@ -219,7 +228,7 @@ impl Threads {
             let key = sh.retired.prepare();
             if sh.lock().live == 0 {
                 sh.retired.abandon();
-                return Ok(());
+                return self.reap(deadline);
             }
             match sh.retired.sleep(key, deadline) {
                 crate::futex::Wait::TimedOut if sh.lock().live != 0 => {
@@ -231,6 +240,24 @@ impl Threads {
                 _ => {}
             }
         }
+    }
+}
+
+impl Threads {
+    /// Joins the threads of retired workers (not the caller's own, when a task joins its pool).
+    fn reap(&self, deadline: Deadline) -> Result<()> {
+        let mut exited = std::mem::take(&mut self.shared.lock().exited);
+        while let Some(t) = exited.pop() {
+            if t.is_caller() {
+                continue;
+            }
+            if let Err(e) = t.join(deadline, Interrupt::Cancellable) {
+                exited.push(t);
+                self.shared.lock().exited.append(&mut exited);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -252,6 +279,11 @@ fn start_worker(shared: &Arc<Shared>, s: &mut State) -> Result<()> {
     s.next_worker += 1;
     s.live += 1;
     s.in_hand.insert(id, Hand::default());
+    s.threads.insert(id, thread);
+    // Reap the threads of workers that have left (a pool replacing workers after max_tasks
+    // would otherwise keep every one of them unjoined). A finished worker's thread only has
+    // its exit left to run, which takes no lock of the pool.
+    s.exited.retain(|t| t.is_alive() || t.is_caller() || t.join(Deadline::Now, Interrupt::Uninterruptible).is_err());
     Ok(())
 }
 
@@ -322,6 +354,9 @@ fn worker(sh: Arc<Shared>, id: u64) -> crate::status::weft_status {
 fn retire(s: &mut State, id: u64) {
     s.live -= 1;
     s.in_hand.remove(&id);
+    if let Some(t) = s.threads.remove(&id) {
+        s.exited.push(t);
+    }
 }
 
 /// Fills `batch` with the next jobs (and `claims` with their claim flags), sleeping while there
