@@ -171,3 +171,52 @@ TEST_TIMEOUT(pool_process_workers_die_with_a_killed_parent, 60000) {
         }
     }
 }
+
+/* One pool's life with violent ends: a worker SIGKILLed in the middle of a task (healed), then
+ * the pool terminated while both workers are inside long tasks. */
+static void violent_pool_life(void) {
+    weft_pool *p = process_pool(WEFT_START_FORKSERVER, 2, 0);
+    weft_future *f[8];
+    for (int i = 0; i < 8; i++) {
+        crash_arg a = {i, i == 3 ? 'k' : 0, 100};
+        ASSERT_OK(weft_pool_submit(p, pool_crash_task, &a, sizeof a, &f[i]));
+    }
+    for (int i = 0; i < 8; i++) {
+        const void *r;
+        size_t n;
+        ASSERT_EQ(weft_future_result(f[i], WEFT_FOREVER, &r, &n), i == 3 ? WEFT_WORKER_DIED : WEFT_OK);
+        weft_future_free(f[i]);
+    }
+    weft_future *busy[2];
+    for (int i = 0; i < 2; i++) {
+        crash_arg a = {i, 0, 30 * 1000 * 1000}; /* 30 s: ended by terminate */
+        ASSERT_OK(weft_pool_submit(p, pool_crash_task, &a, sizeof a, &busy[i]));
+    }
+    for (int i = 0; i < 2; i++)
+        while (weft_future_state(busy[i]) == WEFT_FUTURE_PENDING) runner_sleep_ms(1);
+    runner_sleep_ms(20); /* inside the tasks */
+    ASSERT_OK(weft_pool_terminate(p, WEFT_FOREVER));
+    for (int i = 0; i < 2; i++) {
+        const void *r;
+        size_t n;
+        ASSERT_EQ(weft_future_result(busy[i], WEFT_FOREVER, &r, &n), WEFT_CANCELLED);
+        weft_future_free(busy[i]);
+    }
+    weft_pool_free(p);
+}
+
+/* Killed workers leave nothing behind in the shared-memory space: the space's never-used bytes
+ * stay the same over repeated pool lives with killed workers and terminated busy pools (each
+ * life takes about 6 MiB of queues; a leak would exhaust the 64 MiB default space). */
+TEST_TIMEOUT(pool_process_killed_workers_leak_no_shared_memory, 60000) {
+    weft_space *space = NULL;
+    ASSERT_OK(weft_space_default(&space));
+    violent_pool_life(); /* the first life allocates the blocks the next ones reuse */
+    size_t before = 0, after = 0;
+    ASSERT_OK(weft_space_usage(space, NULL, &before));
+    for (int life = 0; life < 12; life++) violent_pool_life();
+    ASSERT_OK(weft_space_usage(space, NULL, &after));
+    ASSERT_UEQ(after, before);
+    ASSERT_EQ(zombie_children(), 0);
+    weft_space_free(space);
+}

@@ -283,6 +283,22 @@ fn a_cancel_request_wakes_a_weft_wait_inside_a_worker_process() {
 }
 
 #[test]
+fn a_done_callback_may_submit_to_its_process_pool() {
+    // Futures complete with the pool unlocked: a callback that submits would deadlock otherwise.
+    let p = pool(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let first = p.submit(work, &arg(1, None)).unwrap();
+    let p2 = p.clone();
+    first.add_done_callback(move |f| {
+        let x = u64_of(f.result(NEVER).unwrap());
+        tx.send(p2.submit(work, &arg(x * 10, None))).unwrap();
+    });
+    let chained = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the callback ran").unwrap();
+    assert_eq!(u64_of(chained.result(NEVER).unwrap()), 21);
+    p.shutdown(true, false, NEVER).unwrap();
+}
+
+#[test]
 fn close_then_join_and_terminate() {
     let p = pool(2);
     let fs: Vec<Future> = (0..500u64).map(|i| p.submit(work, &arg(i, None)).unwrap()).collect();

@@ -46,6 +46,7 @@ use super::records::{self, Target};
 use super::worker::{pool_worker, Boot};
 use super::{accepting, Options, PoolState};
 use crate::call::Outcome;
+use crate::future::Future;
 use crate::process::{self, Process, StartMethod};
 use crate::queue::shared::SharedQueue;
 use crate::space::array::SharedArray;
@@ -123,6 +124,30 @@ struct State {
     collector_done: bool,
     /// Moving average of the run time of a record (task or chunk), in ns, as workers report it.
     task_ns: u64,
+    /// Futures to complete once the lock is released (their done callbacks may call the pool).
+    finished: Vec<(Future, Outcome)>,
+}
+
+impl State {
+    /// Completes `future` with `outcome` once the lock is released (see [`settle`]).
+    fn finish(&mut self, future: Future, outcome: Outcome) {
+        self.finished.push((future, outcome));
+    }
+}
+
+/// Releases the lock, then completes the futures finished under it: done callbacks run with
+/// the pool unlocked, so that they may submit to it.
+fn settle(mut s: MutexGuard<'_, State>) {
+    let finished = std::mem::take(&mut s.finished);
+    drop(s);
+    for (future, outcome) in finished {
+        let _ = future.complete(outcome);
+    }
+}
+
+/// A failure outcome.
+fn failure(status: i32, message: String) -> Outcome {
+    Outcome { status, result: Vec::new(), message }
 }
 
 struct Shared {
@@ -163,9 +188,9 @@ impl Shared {
         Ok(slot)
     }
 
-    /// Starts one worker, on the (empty) task queue of a worker that ended when there is one:
-    /// a worker killed while it held its reference leaves the queue allocated in the space,
-    /// so queues are reused rather than leaked once per death.
+    /// Starts one worker, on the (empty) task queue and ticket of a worker that ended when
+    /// there is one (`reuse`). Workers borrow their queues and ticket (`from_token_borrowed`):
+    /// the pool keeps them until it has buried the worker, so a killed worker leaks nothing.
     fn start_worker(&self, s: &mut State, reuse: Option<(SharedQueue, SharedArray)>) -> Result<()> {
         let (tasks, ticket) = match reuse {
             Some(r) => r,
@@ -255,7 +280,8 @@ impl Shared {
                 Err(e) if e.code == crate::status::WEFT_INVALID_ARGUMENT => {
                     // Larger than any task queue: fail it.
                     let held = s.pending.pop_front().expect("checked above");
-                    let _ = held.job.future.set_failure(e.code, format!("the task's argument is too large for a process pool: {}", e.message));
+                    let why = format!("the task's argument is too large for a process pool: {}", e.message);
+                    s.finish(held.job.future, failure(e.code, why));
                     continue;
                 }
                 Err(_) => return,
@@ -299,9 +325,9 @@ impl Shared {
             let outcome = if r.status == WEFT_OK {
                 Outcome { status: WEFT_OK, result: r.bytes.to_vec(), message: String::new() }
             } else {
-                Outcome { status: r.status, result: Vec::new(), message: String::from_utf8_lossy(r.bytes).into_owned() }
+                failure(r.status, String::from_utf8_lossy(r.bytes).into_owned())
             };
-            let _ = held.job.future.complete(outcome);
+            s.finish(held.job.future, outcome);
         }
     }
 
@@ -310,8 +336,9 @@ impl Shared {
         if s.broken.is_none() {
             s.broken = Some(e.clone());
         }
-        for held in s.pending.drain(..).chain(s.in_flight.drain().map(|(_, h)| h)) {
-            let _ = held.job.future.set_failure(e.code, e.message.to_string());
+        let failed: Vec<Held> = s.pending.drain(..).chain(s.in_flight.drain().map(|(_, h)| h)).collect();
+        for held in failed {
+            s.finish(held.job.future, failure(e.code, e.message.to_string()));
         }
     }
 
@@ -336,7 +363,7 @@ impl Shared {
                     back.push(held);
                 } else {
                     let msg = format!("worker process {} {how} while running the task", w.process.pid());
-                    let _ = held.job.future.set_failure(WEFT_WORKER_DIED, msg);
+                    s.finish(held.job.future, failure(WEFT_WORKER_DIED, msg));
                 }
             } else {
                 back.push(held);
@@ -386,6 +413,7 @@ impl Processes {
                 broken: None,
                 collector_done: false,
                 task_ns: 0,
+                finished: Vec::new(),
             }),
             changed: Condvar::new(),
             results,
@@ -395,22 +423,35 @@ impl Processes {
             stop: AtomicBool::new(false),
             collector: Mutex::new(None),
         });
+        // Workers borrow the pool's queues: on failure, they are gone before the queues go.
+        let abandon = |s: &mut State| {
+            for w in &s.workers {
+                let _ = w.process.signal(libc::SIGKILL);
+            }
+            for w in s.workers.drain(..) {
+                let _ = w.process.wait(Deadline::Never);
+            }
+        };
         {
             let mut s = shared.lock();
             for _ in 0..workers {
                 if let Err(e) = shared.start_worker(&mut s, None) {
-                    for w in &s.workers {
-                        let _ = w.process.signal(libc::SIGKILL);
-                    }
+                    abandon(&mut s);
                     return Err(e);
                 }
             }
         }
         let sh = shared.clone();
-        let collector = std::thread::Builder::new()
+        let collector = match std::thread::Builder::new()
             .name(format!("weft-pool-{}", shared.pool_id))
             .spawn(move || collect(&sh))
-            .map_err(|e| Error::io("spawning the pool's collector thread", &e))?;
+        {
+            Ok(c) => c,
+            Err(e) => {
+                abandon(&mut shared.lock());
+                return Err(Error::io("spawning the pool's collector thread", &e));
+            }
+        };
         *shared.collector.lock().unwrap_or_else(|e| e.into_inner()) = Some(collector);
         Ok(Processes { shared })
     }
@@ -431,6 +472,7 @@ impl Processes {
             }
         }
         sh.pump(&mut s);
+        settle(s);
         Ok(())
     }
 
@@ -458,6 +500,7 @@ impl Processes {
             let _ = w.tasks.shutdown(false);
         }
         sh.pump(&mut s);
+        settle(s);
         Ok(())
     }
 
@@ -587,16 +630,21 @@ fn collect(sh: &Shared) {
         sh.pump(&mut s);
         if s.workers.is_empty() && (s.state != PoolState::Running || sh.stop.load(Relaxed)) {
             s.collector_done = true;
-            drop(s);
+            settle(s);
             sh.changed.notify_all();
             return;
         }
-        if let Some(ns) = nap(&s) {
+        let nap = nap(&s);
+        settle(s);
+        if let Some(ns) = nap {
             // Every worker has tasks queued behind the one it runs: sleep through a few
             // answers and take them together (one wake-up, for this thread and for whoever
             // waits on their futures, instead of one per answer, on CPUs the workers need).
             // `terminate` and `shutdown` wake the nap early.
-            drop(sh.changed.wait_timeout(s, std::time::Duration::from_nanos(ns)));
+            let s = sh.lock();
+            if s.state == PoolState::Running {
+                drop(sh.changed.wait_timeout(s, std::time::Duration::from_nanos(ns)));
+            }
         }
     }
 }

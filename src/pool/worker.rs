@@ -107,9 +107,11 @@ pub(crate) unsafe extern "C" fn pool_worker(call: *mut weft_call) -> weft_status
 
 fn serve(arg: &[u8]) -> Result<()> {
     let boot = Boot::decode(arg)?;
-    let tasks = SharedQueue::from_token(&boot.tasks)?;
-    let results = SharedQueue::from_token(&boot.results)?;
-    let tickets = crate::space::array::SharedArray::from_token(&boot.ticket)?;
+    // Borrowed: the pool holds these objects until it has seen this worker end, so a worker
+    // killed at any point leaves no reference behind (nothing leaks in the space).
+    let tasks = SharedQueue::from_token_borrowed(&boot.tasks)?;
+    let results = SharedQueue::from_token_borrowed(&boot.results)?;
+    let tickets = crate::space::array::SharedArray::from_token_borrowed(&boot.ticket)?;
     if tickets.type_char() != b'I' || tickets.is_empty() {
         return Err(Error::new(WEFT_CORRUPTED, "the pool worker's cancel ticket is not a uint32 array"));
     }

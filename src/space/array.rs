@@ -228,6 +228,13 @@ impl SharedArray {
         SharedArray::from_ref(SharedRef::from_token(token, KIND_ARRAY, None)?)
     }
 
+    /// Opens the array a token designates without a reference of its own (see
+    /// `SharedRef::from_token_borrowed`): whoever holds the token's array must outlive this
+    /// handle.
+    pub(crate) fn from_token_borrowed(token: &[u8]) -> Result<SharedArray> {
+        SharedArray::from_ref(SharedRef::from_token_borrowed(token, KIND_ARRAY, None)?)
+    }
+
     /// The reference (for tokens).
     pub fn shared(&self) -> &SharedRef {
         &self.r

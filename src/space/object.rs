@@ -327,6 +327,26 @@ impl Space {
         }
     }
 
+    /// Drops one reference, which must not be the last: for a handle that borrows the object
+    /// from another holder (see `SharedRef::from_token_borrowed`).
+    ///
+    /// Errors: `WEFT_NOT_FOUND` when the object is no longer there or has no other holder;
+    /// `WEFT_CORRUPTED` and the lock's errors.
+    pub fn release_borrowed(&self, r: &ObjectRef) -> Result<()> {
+        let _g = self.lock()?;
+        let cur = self.check_object(r.offset, self.next()?)?;
+        if cur.serial != r.serial {
+            return Err(Error::new(WEFT_NOT_FOUND, format!("the object at offset {} was already freed", r.offset)));
+        }
+        let h = self.obj(r.offset)?;
+        let refs = h.refs.load(Relaxed);
+        if refs < 2 {
+            return Err(Error::new(WEFT_NOT_FOUND, format!("the object at offset {} has no other holder to borrow from", r.offset)));
+        }
+        h.refs.store(refs - 1, Relaxed);
+        Ok(())
+    }
+
     /// Drops one reference like [`release`](Self::release), except that when it is the last
     /// one the block is not freed: the object is marked dying (it can no longer be opened) and
     /// `Ok(true)` tells the caller to free what the payload owns and then call

@@ -58,7 +58,8 @@ unsafe impl SharedPod for crate::sync::SharedBarrier<crate::futex::SharedWord> {
 
 /// A reference to an object in a space, held by this process. Dropping it releases the
 /// reference — unless the process is a forked child that inherited it (the reference belongs to
-/// the parent; the child's copy is a borrow that must not outlive the parent's).
+/// the parent; the child's copy is a borrow that must not outlive the parent's), or the handle
+/// was opened as a borrow ([`SharedRef::from_token_borrowed`]).
 ///
 /// Thread safety: `Send + Sync`.
 #[derive(Debug)]
@@ -67,6 +68,8 @@ pub struct SharedRef {
     r: ObjectRef,
     payload: *mut u8,
     generation: u32,
+    /// Holds no reference of its own (see [`SharedRef::from_token_borrowed`]).
+    borrowed: bool,
 }
 
 // SAFETY: `payload` points into the mapping kept alive by `handle`; the object it designates is
@@ -85,7 +88,7 @@ impl SharedRef {
             _ => handle.space().payload(&r),
         };
         match payload {
-            Ok(payload) => Ok(SharedRef { handle, r, payload, generation: liveness::generation() }),
+            Ok(payload) => Ok(SharedRef { handle, r, payload, generation: liveness::generation(), borrowed: false }),
             Err(e) => {
                 let _ = handle.space().release(&r);
                 Err(e)
@@ -175,6 +178,23 @@ impl SharedRef {
         handle.ensure_joined()?;
         let r = handle.space().open_ref(offset, serial, Some(kind))?;
         SharedRef::wrap(handle, r, size)
+    }
+
+    /// Opens the object a token designates, as [`from_token`](Self::from_token), but keeps no
+    /// reference of its own: the object's other holder (which must outlive this handle)
+    /// keeps it alive. For a process that may be killed while it holds the handle, when the
+    /// holder knows when that process is gone — a process pool's worker borrows its queues
+    /// from the pool, so that a killed worker leaks nothing.
+    ///
+    /// Errors: those of `from_token`; `WEFT_NOT_FOUND` when nobody else holds the object.
+    pub(crate) fn from_token_borrowed(token: &[u8], kind: u32, size: Option<u64>) -> Result<SharedRef> {
+        if matches!(kind, KIND_DICT | KIND_LIST) {
+            return Err(Error::new(WEFT_INVALID_ARGUMENT, "dicts and lists cannot be borrowed"));
+        }
+        let mut r = SharedRef::from_token(token, kind, size)?;
+        r.handle.space().release_borrowed(&r.r)?;
+        r.borrowed = true;
+        Ok(r)
     }
 
     /// Opens the object at `(offset, serial)` of the space `handle` (for instance a
@@ -267,7 +287,7 @@ impl<T: SharedPod> Typed<T> {
 
 impl Drop for SharedRef {
     fn drop(&mut self) {
-        if self.generation != liveness::generation() {
+        if self.borrowed || self.generation != liveness::generation() {
             return;
         }
         let space = self.handle.space();

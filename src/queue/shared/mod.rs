@@ -650,6 +650,13 @@ impl SharedQueue {
         SharedQueue::from_ref(SharedRef::from_token(token, KIND_QUEUE, None)?)
     }
 
+    /// Opens the queue a token designates without a reference of its own (see
+    /// `SharedRef::from_token_borrowed`): whoever holds the token's queue must outlive this
+    /// handle.
+    pub(crate) fn from_token_borrowed(token: &[u8]) -> Result<SharedQueue> {
+        SharedQueue::from_ref(SharedRef::from_token_borrowed(token, KIND_QUEUE, None)?)
+    }
+
     /// Validates the header once and keeps what it validated.
     fn from_ref(r: SharedRef) -> Result<SharedQueue> {
         let size = r.object().size;
