@@ -6,7 +6,7 @@ use crate::call::Call;
 use crate::capi::call::weft_call;
 use crate::future::State;
 use crate::process::StartMethod;
-use crate::status::{weft_status, WEFT_CANCELLED, WEFT_INVALID_ARGUMENT, WEFT_OK, WEFT_WORKER_DIED};
+use crate::status::{weft_status, WEFT_CANCELLED, WEFT_INVALID_ARGUMENT, WEFT_OK, WEFT_TIMEOUT, WEFT_WORKER_DIED};
 use crate::test_support::SharedMap;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
@@ -124,6 +124,39 @@ unsafe extern "C" fn dies_once(c: *mut weft_call) -> weft_status {
     }
     c.set_result(b"second time");
     WEFT_OK
+}
+
+/// Waits (at most 60 s) until the shared flag in slot `arg[0]` is set.
+unsafe extern "C" fn blocks_on_flag(c: *mut weft_call) -> weft_status {
+    let c = call(c);
+    let slot = c.arg()[0] as usize;
+    for _ in 0..60_000 {
+        if flags()[slot].load(SeqCst) != 0 {
+            c.set_result(b"released");
+            return WEFT_OK;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    WEFT_TIMEOUT
+}
+
+#[test]
+fn quick_tasks_do_not_wait_behind_a_long_one_while_a_worker_is_idle() {
+    flags(); // mapped before the workers fork
+    let p = pool(2);
+    let long = p.submit(blocks_on_flag, &[5]).unwrap();
+    while long.state() != State::Running {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // The pool does not know yet how long tasks take: it sends several to each worker, some
+    // to the one inside the long task; those are taken back once that worker counts as stalled.
+    let quick: Vec<_> = (0..20).map(|i| p.submit(work, &arg(i, None)).unwrap()).collect();
+    let within = Deadline::from_timeout_ns(20_000_000_000);
+    let done = quick.iter().enumerate().all(|(i, f)| f.result(within).is_ok_and(|r| u64_of(r) == i as u64 + 1));
+    flags()[5].store(1, SeqCst);
+    assert!(done, "a quick task waited behind the long one");
+    assert_eq!(long.result(NEVER).unwrap(), b"released");
+    p.shutdown(true, false, NEVER).unwrap();
 }
 
 #[test]

@@ -75,6 +75,10 @@ const LONG_WINDOW: usize = 4;
 const MAX_NAP_NS: u64 = 2_000_000;
 /// Shorter naps are not taken (the collector waits for the next answer instead).
 const MIN_NAP_NS: u64 = 100_000;
+/// A worker that has not answered for this long (or 8 times the usual run time, if longer)
+/// while it holds tasks is stalled: it is sent nothing more, and the tasks waiting in its
+/// queue are taken back for the other workers.
+const STALL_MIN_NS: u64 = 5_000_000;
 /// Answers the collector takes at once.
 const BATCH: usize = 256;
 
@@ -104,6 +108,20 @@ struct Worker {
     defined: Vec<bool>,
     /// Tasks this worker may still be sent (`max_tasks`), or `u64::MAX`.
     quota: u64,
+    /// When this worker last answered, or was sent a task while it held none.
+    progress_ns: u64,
+}
+
+impl Worker {
+    /// Holds tasks but has not answered for longer than `limit` ns.
+    fn stalled(&self, now: u64, limit: u64) -> bool {
+        self.load > 0 && now.saturating_sub(self.progress_ns) > limit
+    }
+}
+
+/// How long a worker may go without answering before it counts as stalled.
+fn stall_ns(task_ns: u64) -> u64 {
+    task_ns.saturating_mul(8).max(STALL_MIN_NS)
 }
 
 struct State {
@@ -233,7 +251,7 @@ impl Shared {
         let process = process::start(pool_worker, &boot.encode(), &popts)?;
         s.next_index += 1;
         let quota = if self.opts.max_tasks == 0 { u64::MAX } else { self.opts.max_tasks };
-        s.workers.push(Worker { index, process, tasks, ticket, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota });
+        s.workers.push(Worker { index, process, tasks, ticket, sent: VecDeque::new(), load: 0, defined: Vec::new(), quota, progress_ns: 0 });
         Ok(())
     }
 
@@ -247,6 +265,8 @@ impl Shared {
         let workers = s.workers.len().max(1);
         let cap = if s.task_ns > LONG_TASK_NS { LONG_WINDOW } else { WINDOW };
         let window = ((s.pending.len() + s.in_flight.len()) / workers).clamp(1, cap);
+        // A stalled worker (inside a long task) gets nothing more: its tasks would wait.
+        let (now, limit) = (crate::time::now_ns(), stall_ns(s.task_ns));
         while let Some(held) = s.pending.front() {
             // A task cancelled while it waited is dropped.
             if held.job.future.is_done() {
@@ -254,7 +274,7 @@ impl Shared {
                 continue;
             }
             let Some(w) = (0..s.workers.len())
-                .filter(|&i| s.workers[i].load < window && s.workers[i].quota > 0)
+                .filter(|&i| s.workers[i].load < window && s.workers[i].quota > 0 && !s.workers[i].stalled(now, limit))
                 .min_by_key(|&i| s.workers[i].load)
             else {
                 return;
@@ -292,6 +312,9 @@ impl Shared {
             let _ = held.job.future.set_running();
             s.next_id += 1;
             let wk = &mut s.workers[w];
+            if wk.load == 0 {
+                wk.progress_ns = now;
+            }
             wk.sent.push_back(Some(id));
             wk.load += 1;
             wk.quota -= 1;
@@ -309,6 +332,7 @@ impl Shared {
             return;
         }
         if let Some(w) = s.workers.iter_mut().find(|w| w.index == r.worker) {
+            w.progress_ns = crate::time::now_ns();
             // Everything sent before this task was taken before it.
             while let Some(front) = w.sent.pop_front() {
                 if front == Some(r.id) {
@@ -328,6 +352,44 @@ impl Shared {
                 failure(r.status, String::from_utf8_lossy(r.bytes).into_owned())
             };
             s.finish(held.job.future, outcome);
+        }
+    }
+
+    /// Takes back the tasks waiting in the queues of stalled workers (see [`STALL_MIN_NS`])
+    /// when another worker could run them: they go back to the front of `pending`, in order.
+    fn rebalance(&self, s: &mut State, now: u64) {
+        let limit = stall_ns(s.task_ns);
+        if !s.workers.iter().any(|w| w.quota > 0 && !w.stalled(now, limit)) {
+            return;
+        }
+        let mut back = Vec::new();
+        for i in 0..s.workers.len() {
+            let w = &mut s.workers[i];
+            if !w.stalled(now, limit) || w.tasks.qsize() == 0 {
+                continue;
+            }
+            // The worker takes records in order, one at a time: what is still in its queue is
+            // the end of `sent`, and whatever this get finds, the worker did not take.
+            let Ok(recs) = w.tasks.get_many(usize::MAX, Deadline::Now) else { continue };
+            let k = recs.len().min(w.sent.len());
+            let stolen = w.sent.split_off(w.sent.len() - k);
+            for rec in &recs {
+                if let Ok(records::Incoming::Define { slot, .. }) = records::read_incoming(rec) {
+                    if let Some(d) = w.defined.get_mut(slot as usize) {
+                        *d = false;
+                    }
+                }
+            }
+            for id in stolen.into_iter().flatten() {
+                w.load -= 1;
+                w.quota = w.quota.saturating_add(1);
+                if let Some(held) = s.in_flight.remove(&id) {
+                    back.push(held);
+                }
+            }
+        }
+        for held in back.into_iter().rev() {
+            s.pending.push_front(held);
         }
     }
 
@@ -613,6 +675,7 @@ fn collect(sh: &Shared) {
                     crate::futex::raise_shared_cancel(ticket_word(&w.ticket), super::worker::ticket_of(id));
                 }
             }
+            sh.rebalance(&mut s, now);
             while let Some(dead) = s.workers.iter().find(|w| !w.process.is_alive()).map(|w| w.index) {
                 // Every answer the worker committed is in the result queue by now.
                 drop(s);

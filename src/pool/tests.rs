@@ -306,3 +306,31 @@ fn imap_unordered_delivers_every_item_once_and_a_source_error_last() {
     assert_eq!(err.message, "source broke");
     assert!(it.next(NEVER).unwrap().is_none());
 }
+
+static HELD: AtomicBool = AtomicBool::new(true);
+
+/// Waits (at most 60 s) while HELD is set.
+unsafe extern "C" fn held(_c: *mut weft_call) -> weft_status {
+    for _ in 0..60_000 {
+        if !HELD.load(SeqCst) {
+            return WEFT_OK;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    crate::status::WEFT_TIMEOUT
+}
+
+#[test]
+fn quick_tasks_do_not_wait_in_the_hands_of_a_worker_inside_a_long_one() {
+    // Submitted together: a worker that took the long task first must not hold quick ones in
+    // its batch while the other worker is idle.
+    let p = pool(2);
+    let long = p.submit(held, &[]).unwrap();
+    let quick: Vec<_> = (0..20u64).map(|i| p.submit(plus_one, &(100 + i).to_ne_bytes()).unwrap()).collect();
+    let within = Deadline::from_timeout_ns(20_000_000_000);
+    let done = quick.iter().enumerate().all(|(i, f)| f.result(within).is_ok_and(|r| u64_of(r) == 101 + i as u64));
+    HELD.store(false, SeqCst);
+    assert!(done, "a quick task waited behind the long one");
+    assert!(long.result(NEVER).is_ok());
+    p.shutdown(true, false, NEVER).unwrap();
+}

@@ -1,9 +1,11 @@
 //! Thread workers: Python's `ThreadPoolExecutor` and `multiprocessing.dummy.Pool`.
 //!
-//! Jobs wait in one FIFO (`VecDeque` under a mutex). A worker takes them in batches — up to
-//! [`BATCH_MAX`], and never more than its share (`len / (2 × workers)`), so a long queue costs
-//! one lock round trip per batch while a short one still spreads over every worker — and runs
-//! them in order. Idle workers sleep on an eventcount (`queue/private/wait.rs`): a submit that
+//! Jobs wait in one FIFO (`VecDeque` under a mutex). A worker whose recent jobs were short
+//! (under [`SHORT_JOB_NS`] each) takes them in batches — up to [`BATCH_MAX`], and never more
+//! than its share (`len / (2 × workers)`), so a long queue costs one lock round trip per batch
+//! while a short one still spreads over every worker — and runs them in order. Otherwise (and
+//! at first) it takes one job at a time, so that no job waits behind a long one in a worker's
+//! hands while another worker is idle. Idle workers sleep on an eventcount (`queue/private/wait.rs`): a submit that
 //! finds nobody asleep makes no system call.
 //!
 //! A job whose future was cancelled before a worker reached it is skipped (the future is
@@ -33,6 +35,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Most jobs a worker takes at once.
 const BATCH_MAX: usize = 32;
+/// Jobs that took longer than this on average (in a worker's last batch) are taken one at a time.
+const SHORT_JOB_NS: u64 = 20_000;
 
 /// Numbers pools for their workers' names.
 static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
@@ -320,10 +324,13 @@ fn worker(sh: Arc<Shared>, id: u64) -> crate::status::weft_status {
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     let mut claims: Arc<[AtomicBool]> = Arc::new([]);
     let mut ran: u64 = 0;
+    // Whether the last batch's jobs were short (unknown at first: one job at a time).
+    let mut short = false;
     let leave = loop {
-        match take(&sh, id, &mut batch, &mut claims, ran) {
+        match take(&sh, id, &mut batch, &mut claims, ran, short) {
             Some(leave) => break leave,
             None => {
+                let (count, started) = (batch.len() as u64, crate::time::now_ns());
                 for (job, claim) in batch.drain(..).zip(claims.iter()) {
                     // Claimed first by shutdown(cancel_pending), which cancels it.
                     if claim.swap(true, AcqRel) {
@@ -333,6 +340,7 @@ fn worker(sh: Arc<Shared>, id: u64) -> crate::status::weft_status {
                         ran += 1;
                     }
                 }
+                short = crate::time::now_ns().saturating_sub(started) < SHORT_JOB_NS * count.max(1);
             }
         }
     };
@@ -361,7 +369,7 @@ fn retire(s: &mut State, id: u64) {
 
 /// Fills `batch` with the next jobs (and `claims` with their claim flags), sleeping while there
 /// are none; or says why to leave.
-fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, claims: &mut Arc<[AtomicBool]>, ran: u64) -> Option<Leave> {
+fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, claims: &mut Arc<[AtomicBool]>, ran: u64, short: bool) -> Option<Leave> {
     let max_tasks = sh.opts.max_tasks;
     if max_tasks != 0 && ran >= max_tasks {
         return Some(Leave::Replace);
@@ -380,7 +388,7 @@ fn take(sh: &Shared, id: u64, batch: &mut Vec<Job>, claims: &mut Arc<[AtomicBool
         }
         if !s.jobs.is_empty() {
             sh.jobs_ready.abandon();
-            let mut n = (s.jobs.len() / (2 * s.target)).clamp(1, BATCH_MAX);
+            let mut n = if short { (s.jobs.len() / (2 * s.target)).clamp(1, BATCH_MAX) } else { 1 };
             if max_tasks != 0 {
                 n = n.min((max_tasks - ran) as usize);
             }
