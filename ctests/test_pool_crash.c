@@ -207,7 +207,7 @@ static void violent_pool_life(void) {
 
 /* Killed workers leave nothing behind in the shared-memory space: the space's never-used bytes
  * stay the same over repeated pool lives with killed workers and terminated busy pools (each
- * life takes about 6 MiB of queues; a leak would exhaust the 64 MiB default space). */
+ * life takes about 6 MiB of queues, which a leak would never give back). */
 TEST_TIMEOUT(pool_process_killed_workers_leak_no_shared_memory, 60000) {
     weft_space *space = NULL;
     ASSERT_OK(weft_space_default(&space));

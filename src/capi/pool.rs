@@ -54,6 +54,15 @@ pub struct weft_pool_options {
 
 /// A pool of workers running `weft_task_fn` tasks. Thread-safe: any thread may submit, map,
 /// wait or shut down. Several independent pools may exist in one process.
+///
+/// Process workers: each has its own task queue (1 MiB) in the default space and all answer on
+/// one result queue (4 MiB), so a task's argument (or a map chunk) must stay under 1 MiB and
+/// its result under 4 MiB: a larger one fails that task's future with WEFT_INVALID_ARGUMENT
+/// (WEFT_TASK_FAILED from apply and map). A pool takes about 4 MiB + 1 MiB per worker of the
+/// default space (256 MiB unless WEFT_DEFAULT_SPACE_SIZE says otherwise), given back when it
+/// has been joined. A task sent to a worker's queue counts as running, as in Python's
+/// executor: a cancel asks; if the task is still waiting in the queue, it is taken back and
+/// ends cancelled without running (within about 10 ms).
 pub struct weft_pool {
     tag: Tag,
     pool: Pool,
@@ -131,9 +140,10 @@ fn task_fn(f: weft_task_fn) -> Result<crate::process::child::TaskFn> {
 }
 
 /// Starts a pool in `*out`; free it with `weft_pool_free`. Errors: WEFT_NULL_ARGUMENT,
-/// WEFT_INVALID_ARGUMENT (unknown kind or start method, nonzero reserved field, an initializer
-/// that forkserver/spawn workers cannot find), WEFT_OS_ERROR (a worker could not start),
-/// WEFT_NO_MEMORY.
+/// WEFT_INVALID_ARGUMENT (unknown kind or start method, nonzero reserved field, a thread pool
+/// with a start method or retries, an initializer that forkserver/spawn workers cannot find),
+/// WEFT_OS_ERROR (a worker could not start), WEFT_NO_MEMORY (also: the default space has no
+/// room for a process pool's queues).
 ///
 /// # Safety
 /// `options` NULL or a valid struct; `out` writable.
@@ -151,7 +161,8 @@ pub unsafe extern "C" fn weft_pool_new(options: *const weft_pool_options, out: *
 /// `weft_future_free`; freeing it does not cancel the task). Errors: WEFT_NULL_ARGUMENT,
 /// WEFT_CLOSED (the pool was closed or shut down), the initializer's failure (a broken pool),
 /// WEFT_INVALID_STATE (a pool used in a forked child: its workers are the parent's),
-/// WEFT_NO_MEMORY.
+/// WEFT_INVALID_ARGUMENT (forkserver and spawn process pools: a task function in no loaded
+/// object, which their workers cannot find), WEFT_NO_MEMORY.
 ///
 /// # Safety
 /// `pool` NULL or a handle from weft; `arg` `len` readable bytes (or NULL with 0); `out`
@@ -466,8 +477,9 @@ pub unsafe extern "C" fn weft_pool_join(pool: *mut weft_pool, timeout_ns: u64) -
 }
 
 /// Python's `Executor.shutdown(wait, cancel_futures)`: the pool takes no more tasks; with
-/// `cancel_pending`, queued tasks are cancelled (their futures complete as cancelled, waking
-/// every waiter and as_completed iterator); with `wait`, waits up to `timeout_ns` for the
+/// `cancel_pending`, every task not started is cancelled (including those waiting in a process
+/// worker's queue; their futures complete as cancelled, waking every waiter and as_completed
+/// iterator); with `wait`, waits up to `timeout_ns` for the
 /// workers to leave, as `weft_pool_join`. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT,
 /// WEFT_CANCELLED.
 ///
@@ -481,9 +493,10 @@ pub unsafe extern "C" fn weft_pool_shutdown(pool: *mut weft_pool, wait: bool, ca
     })
 }
 
-/// Python's `Pool.terminate`: cancels queued tasks, asks running ones to cancel (they see
-/// `weft_call_cancelled`, and weft waits inside them end with WEFT_CANCELLED), and waits up to
-/// `timeout_ns` for the workers to leave. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT,
+/// Python's `Pool.terminate`: cancels queued tasks, stops running ones and waits up to
+/// `timeout_ns` for the workers to leave. Thread workers' tasks are asked to cancel (they see
+/// `weft_call_cancelled`, and weft waits inside them end with WEFT_CANCELLED); process workers
+/// are killed (SIGKILL) and their running tasks' futures end cancelled. Errors: WEFT_NULL_ARGUMENT, WEFT_TIMEOUT,
 /// WEFT_CANCELLED.
 ///
 /// # Safety

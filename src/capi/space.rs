@@ -100,7 +100,7 @@ pub(crate) unsafe fn write_token(
 
 /// Returns a new handle on the process's default space in `*out` (free it with
 /// `weft_space_free`; the space itself lives as long as the process). The default space is an
-/// anonymous shared-memory region created on first use (64 MiB of address space, pages
+/// anonymous shared-memory region created on first use (256 MiB of address space, pages
 /// allocated when touched; `WEFT_DEFAULT_SPACE_SIZE` overrides the size) and inherited by
 /// forked children; a child started with `WEFT_DEFAULT_SPACE_FD=<fd>` in its environment
 /// attaches to the space whose descriptor it inherited (`weft_space_fd`).

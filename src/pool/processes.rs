@@ -168,11 +168,18 @@ fn failure(status: i32, message: String) -> Outcome {
     Outcome { status, result: Vec::new(), message }
 }
 
+/// The outcome that completes a running future with a cancel request as cancelled.
+fn cancelled() -> Outcome {
+    failure(WEFT_CANCELLED, "cancelled before it started".to_string())
+}
+
 struct Shared {
     state: Mutex<State>,
     /// Signalled when workers leave or the collector ends.
     changed: Condvar,
-    results: SharedQueue,
+    /// The token of the result queue, which the collector holds (so the queue goes with the
+    /// collector, once every worker has left, not with the last handle on the pool).
+    results: Vec<u8>,
     opts: Options,
     method: StartMethod,
     pool_id: u64,
@@ -231,7 +238,7 @@ impl Shared {
         };
         let boot = Boot {
             tasks: tasks.token(),
-            results: self.results.token(),
+            results: self.results.clone(),
             ticket: ticket.shared().token(),
             worker: index,
             max_tasks: self.opts.max_tasks,
@@ -355,8 +362,44 @@ impl Shared {
         }
     }
 
+    /// Takes back the records worker `i` has not taken from its queue yet, and returns their
+    /// tasks in order. The worker takes records in order, one at a time: what is still in its
+    /// queue is the end of `sent`, and whatever this get finds, the worker did not take.
+    fn take_back(&self, s: &mut State, i: usize) -> Vec<Held> {
+        let w = &mut s.workers[i];
+        if w.tasks.qsize() == 0 {
+            return Vec::new();
+        }
+        let Ok(recs) = w.tasks.get_many(usize::MAX, Deadline::Now) else { return Vec::new() };
+        let k = recs.len().min(w.sent.len());
+        let stolen = w.sent.split_off(w.sent.len() - k);
+        for rec in &recs {
+            if let Ok(records::Incoming::Define { slot, .. }) = records::read_incoming(rec) {
+                if let Some(d) = w.defined.get_mut(slot as usize) {
+                    *d = false;
+                }
+            }
+        }
+        let mut back = Vec::new();
+        for id in stolen.into_iter().flatten() {
+            w.load -= 1;
+            w.quota = w.quota.saturating_add(1);
+            if let Some(held) = s.in_flight.remove(&id) {
+                back.push(held);
+            }
+        }
+        back
+    }
+
+    /// Puts tasks taken back in front of `pending`, in order.
+    fn requeue(s: &mut State, back: Vec<Held>) {
+        for held in back.into_iter().rev() {
+            s.pending.push_front(held);
+        }
+    }
+
     /// Takes back the tasks waiting in the queues of stalled workers (see [`STALL_MIN_NS`])
-    /// when another worker could run them: they go back to the front of `pending`, in order.
+    /// when another worker could run them: they go back to the front of `pending`.
     fn rebalance(&self, s: &mut State, now: u64) {
         let limit = stall_ns(s.task_ns);
         if !s.workers.iter().any(|w| w.quota > 0 && !w.stalled(now, limit)) {
@@ -364,33 +407,32 @@ impl Shared {
         }
         let mut back = Vec::new();
         for i in 0..s.workers.len() {
-            let w = &mut s.workers[i];
-            if !w.stalled(now, limit) || w.tasks.qsize() == 0 {
+            if s.workers[i].stalled(now, limit) {
+                back.extend(self.take_back(s, i));
+            }
+        }
+        Self::requeue(s, back);
+    }
+
+    /// Tasks with a cancel request that still wait in a worker's queue never run: they are
+    /// taken back and end cancelled (the others go back to `pending`).
+    fn sweep_cancelled(&self, s: &mut State) {
+        let mut back = Vec::new();
+        for i in 0..s.workers.len() {
+            // The first unanswered task may be running; a request on a later one means it waits.
+            let waiting = s.workers[i].sent.iter().flatten().skip(1);
+            if !waiting.clone().any(|id| s.in_flight.get(id).is_some_and(|h| h.job.future.cancel_requested())) {
                 continue;
             }
-            // The worker takes records in order, one at a time: what is still in its queue is
-            // the end of `sent`, and whatever this get finds, the worker did not take.
-            let Ok(recs) = w.tasks.get_many(usize::MAX, Deadline::Now) else { continue };
-            let k = recs.len().min(w.sent.len());
-            let stolen = w.sent.split_off(w.sent.len() - k);
-            for rec in &recs {
-                if let Ok(records::Incoming::Define { slot, .. }) = records::read_incoming(rec) {
-                    if let Some(d) = w.defined.get_mut(slot as usize) {
-                        *d = false;
-                    }
-                }
-            }
-            for id in stolen.into_iter().flatten() {
-                w.load -= 1;
-                w.quota = w.quota.saturating_add(1);
-                if let Some(held) = s.in_flight.remove(&id) {
+            for held in self.take_back(s, i) {
+                if held.job.future.cancel_requested() {
+                    s.finish(held.job.future, cancelled());
+                } else {
                     back.push(held);
                 }
             }
         }
-        for held in back.into_iter().rev() {
-            s.pending.push_front(held);
-        }
+        Self::requeue(s, back);
     }
 
     /// The pool cannot run tasks: fails what it holds and refuses new tasks.
@@ -478,13 +520,16 @@ impl Processes {
                 finished: Vec::new(),
             }),
             changed: Condvar::new(),
-            results,
+            results: results.token(),
             opts,
             method,
             pool_id: NEXT_POOL.fetch_add(1, Relaxed),
             stop: AtomicBool::new(false),
             collector: Mutex::new(None),
         });
+        // A second reference to the result queue until the collector runs (a failed spawn
+        // drops the collector's before `abandon` has ended the workers that borrow it).
+        let _results_held = SharedQueue::from_token(&shared.results)?;
         // Workers borrow the pool's queues: on failure, they are gone before the queues go.
         let abandon = |s: &mut State| {
             for w in &s.workers {
@@ -506,7 +551,7 @@ impl Processes {
         let sh = shared.clone();
         let collector = match std::thread::Builder::new()
             .name(format!("weft-pool-{}", shared.pool_id))
-            .spawn(move || collect(&sh))
+            .spawn(move || collect(&sh, results))
         {
             Ok(c) => c,
             Err(e) => {
@@ -567,14 +612,28 @@ impl Processes {
     }
 
     pub(crate) fn shutdown(&self, wait: bool, cancel_pending: bool, deadline: Deadline) -> Result<()> {
-        let cancelled = {
+        let dropped: Vec<Held> = {
             let mut s = self.shared.lock();
             s.state = PoolState::Closed;
-            if cancel_pending { s.pending.drain(..).collect() } else { Vec::new() }
+            if cancel_pending {
+                // Also the tasks sent to workers that have not taken them yet.
+                let mut all = Vec::new();
+                for i in 0..s.workers.len() {
+                    all.extend(self.shared.take_back(&mut s, i));
+                }
+                all.extend(s.pending.drain(..));
+                all
+            } else {
+                Vec::new()
+            }
         };
         self.shared.changed.notify_all();
-        for held in cancelled {
-            held.job.future.cancel();
+        for held in dropped {
+            // Pending ones are cancelled; ones that were sent count as running: a request,
+            // then the cancelled outcome (they never started).
+            if !held.job.future.cancel() {
+                let _ = held.job.future.complete(cancelled());
+            }
         }
         if wait { self.join(deadline) } else { Ok(()) }
     }
@@ -592,8 +651,9 @@ impl Processes {
         };
         self.shared.changed.notify_all();
         for h in held {
+            // A running task's future gets a cancel request, then ends cancelled.
             if !h.job.future.cancel() {
-                let _ = h.job.future.set_failure(WEFT_CANCELLED, "the pool was terminated");
+                let _ = h.job.future.complete(failure(WEFT_CANCELLED, "the pool was terminated".to_string()));
             }
         }
         self.join(deadline)
@@ -606,16 +666,20 @@ impl Processes {
         if s.state == PoolState::Running {
             return Err(Error::new(WEFT_INVALID_STATE, "join needs a closed pool (close, terminate or shutdown first)"));
         }
+        // Slices of at most 20 ms: a weft thread asked to cancel stops waiting.
+        const SLICE_NS: u64 = 20_000_000;
         while !s.collector_done {
+            if crate::futex::cancel_requested() {
+                return Err(Error::new(WEFT_CANCELLED, "join cancelled"));
+            }
             let left = match deadline {
-                Deadline::Never => std::time::Duration::from_millis(100),
-                Deadline::Now => return Err(Error::would_block("workers still running")),
+                Deadline::Never => SLICE_NS,
                 d => match d.remaining_ns() {
                     Some(0) | None => return Err(Error::new(WEFT_TIMEOUT, "workers still running at the deadline")),
-                    Some(ns) => std::time::Duration::from_nanos(ns.min(100_000_000)),
+                    Some(ns) => ns.min(SLICE_NS),
                 },
             };
-            s = sh.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+            s = sh.changed.wait_timeout(s, std::time::Duration::from_nanos(left)).unwrap_or_else(|e| e.into_inner()).0;
         }
         drop(s);
         // The collector has nothing left to do but return (a callback it ran may be the caller).
@@ -640,10 +704,10 @@ impl Drop for Processes {
 
 /// The collector thread: answers, deaths, refills; ends once the pool is closed and every
 /// worker has left.
-fn collect(sh: &Shared) {
+fn collect(sh: &Shared, results: SharedQueue) {
     let mut last_check = 0u64;
     loop {
-        let got = sh.results.get_many(BATCH, Deadline::from_timeout_ns(CHECK_NS));
+        let got = results.get_many(BATCH, Deadline::from_timeout_ns(CHECK_NS));
         let mut s = sh.lock();
         match got {
             Ok(recs) => {
@@ -676,10 +740,11 @@ fn collect(sh: &Shared) {
                 }
             }
             sh.rebalance(&mut s, now);
+            sh.sweep_cancelled(&mut s);
             while let Some(dead) = s.workers.iter().find(|w| !w.process.is_alive()).map(|w| w.index) {
                 // Every answer the worker committed is in the result queue by now.
                 drop(s);
-                let rest = sh.results.get_many(usize::MAX, Deadline::Now).unwrap_or_default();
+                let rest = results.get_many(usize::MAX, Deadline::Now).unwrap_or_default();
                 s = sh.lock();
                 for r in &rest {
                     sh.answer(&mut s, r);

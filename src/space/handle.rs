@@ -3,7 +3,7 @@
 //!
 //! # The default space
 //!
-//! Created on first use as an anonymous (sealed memfd) space of 64 MiB of address space —
+//! Created on first use as an anonymous (sealed memfd) space of 256 MiB of address space —
 //! pages are only allocated when touched — or of `WEFT_DEFAULT_SPACE_SIZE` bytes when that
 //! environment variable is set. Forked children inherit it (the same mapping). A child started
 //! another way receives its descriptor: when `WEFT_DEFAULT_SPACE_FD` names an inherited memfd
@@ -34,7 +34,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// Size of the default space unless `WEFT_DEFAULT_SPACE_SIZE` says otherwise.
-pub(crate) const DEFAULT_SPACE_SIZE: usize = 64 << 20;
+pub(crate) const DEFAULT_SPACE_SIZE: usize = 256 << 20;
 /// Environment variable naming the default space's inherited descriptor.
 pub(crate) const DEFAULT_SPACE_FD_ENV: &str = "WEFT_DEFAULT_SPACE_FD";
 /// Environment variable giving the default space's size in bytes.

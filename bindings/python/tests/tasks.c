@@ -1,8 +1,9 @@
-/* Native tasks (weft_task_fn) for the Python binding's process tests (test_process.py).
- * Compiled into a shared library by a session fixture and started with weft.Process, with
- * every start method: for forkserver and spawn the child is a fresh image of the python
- * executable in which libweft takes over at load time, so these functions run with no
- * interpreter in the process. Arguments and results are plain bytes. */
+/* Native tasks (weft_task_fn) for the Python binding's process, pool and futures tests.
+ * Compiled into a shared library by a fixture (build_tasks in test_futures.py / test_process.py)
+ * and run by weft.Process and by pools of threads and of processes, with every start method:
+ * for forkserver and spawn the child is a fresh image of the python executable in which libweft
+ * takes over at load time, so these functions run with no interpreter in the process.
+ * Arguments and results are plain bytes. */
 #define _GNU_SOURCE
 #include <weft.h>
 
@@ -379,4 +380,160 @@ weft_status t_ident(weft_call *call) {
     int n = snprintf(out, sizeof out, "%llu", (unsigned long long)weft_thread_ident(me));
     weft_thread_free(me);
     return weft_call_set_result(call, out, (size_t)n);
+}
+
+/* ---- process pools (test_process_pool.py, test_pool.py): the test's state is reached through
+ * weft's shared objects in the default space, which worker processes of every start method
+ * reach; the test passes their tokens in the argument. ---- */
+
+#include <stdint.h>
+
+/* An argument of several fields, each its length as a native uint32_t, then its bytes:
+ * writes up to `max` fields to `field`/`flen`, returns how many there were (-1 if malformed). */
+static int fields(weft_call *call, const void **field, size_t *flen, int max) {
+    const void *data = NULL;
+    size_t len = 0;
+    if (weft_call_arg(call, &data, &len) != WEFT_OK) return -1;
+    const unsigned char *p = data;
+    int n = 0;
+    while (len > 0) {
+        uint32_t k;
+        if (len < sizeof k || n == max) return -1;
+        memcpy(&k, p, sizeof k);
+        p += sizeof k;
+        len -= sizeof k;
+        if (k > len) return -1;
+        field[n] = p;
+        flen[n] = k;
+        n++;
+        p += k;
+        len -= k;
+    }
+    return n;
+}
+
+/* Fails the task with status `s` and "<what>: <weft's last error message>". */
+static weft_status fail_with(weft_call *call, weft_status s, const char *what) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s", what, weft_last_error_message());
+    weft_call_set_error(call, msg);
+    return s;
+}
+
+/* Result: the worker's pid, in decimal. */
+weft_status t_pid(weft_call *call) {
+    char out[32];
+    int n = snprintf(out, sizeof out, "%d", (int)getpid());
+    return weft_call_set_result(call, out, (size_t)n);
+}
+
+/* Result: "<pid>:<weft's identifier of the thread>": which worker ran the task, whether the
+ * workers are threads (same pid) or processes. */
+weft_status t_worker(weft_call *call) {
+    weft_thread *me = NULL;
+    weft_status s = weft_thread_current(&me);
+    if (s != WEFT_OK) return s;
+    char out[64];
+    int n = snprintf(out, sizeof out, "%d:%llu", (int)getpid(), (unsigned long long)weft_thread_ident(me));
+    weft_thread_free(me);
+    return weft_call_set_result(call, out, (size_t)n);
+}
+
+/* Adds 1 to item 0 of the shared int64 array whose token is the argument; result "counted". */
+weft_status t_count_shared(weft_call *call) {
+    const void *token = NULL;
+    size_t len = 0;
+    weft_call_arg(call, &token, &len);
+    weft_array *a = NULL;
+    weft_status s = weft_array_from_token(token, len, &a);
+    if (s != WEFT_OK) return fail_with(call, s, "opening the counter");
+    s = weft_array_fetch_add(a, 0, 1, NULL);
+    weft_array_free(a);
+    if (s != WEFT_OK) return fail_with(call, s, "counting");
+    return weft_call_set_result(call, "counted", 7);
+}
+
+/* A pool initializer; fields: the token of a shared int64 array (item 0 counts the
+ * initializer's runs, in every worker), then bytes it keeps in a thread-local of the worker
+ * (t_read_tls gives them back). */
+weft_status t_init_counted(weft_call *call) {
+    const void *f[2];
+    size_t n[2];
+    if (fields(call, f, n, 2) != 2) {
+        weft_call_set_error(call, "t_init_counted takes two fields");
+        return WEFT_INVALID_ARGUMENT;
+    }
+    weft_array *a = NULL;
+    weft_status s = weft_array_from_token(f[0], n[0], &a);
+    if (s != WEFT_OK) return fail_with(call, s, "opening the counter");
+    s = weft_array_fetch_add(a, 0, 1, NULL);
+    weft_array_free(a);
+    if (s != WEFT_OK) return fail_with(call, s, "counting");
+    size_t len = n[1] < sizeof tls_buf ? n[1] : sizeof tls_buf;
+    if (len) memcpy(tls_buf, f[1], len);
+    tls_len = len;
+    atomic_fetch_add(&init_count, 1);
+    return WEFT_OK;
+}
+
+/* A gate for threads and processes alike; fields: the token of a shared event, then the token
+ * of a shared queue. Puts its pid (decimal) on the queue — the test learns that it runs, and
+ * where — then waits until the event is set (result "open") or it is asked to cancel
+ * (WEFT_CANCELLED). A process worker's task sees a cancel request only through
+ * weft_call_cancelled, so it waits in slices of 2 ms. */
+weft_status t_gate_shared(weft_call *call) {
+    const void *f[2];
+    size_t n[2];
+    if (fields(call, f, n, 2) != 2) {
+        weft_call_set_error(call, "t_gate_shared takes two fields");
+        return WEFT_INVALID_ARGUMENT;
+    }
+    weft_event *e = NULL;
+    weft_queue *q = NULL;
+    weft_status s = weft_event_from_token(f[0], n[0], &e);
+    if (s != WEFT_OK) return fail_with(call, s, "opening the event");
+    s = weft_queue_from_token(f[1], n[1], &q);
+    if (s != WEFT_OK) {
+        weft_event_free(e);
+        return fail_with(call, s, "opening the queue");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d", (int)getpid());
+    s = weft_queue_put(q, pid, (size_t)len, WEFT_FOREVER);
+    weft_queue_free(q);
+    if (s != WEFT_OK) {
+        weft_event_free(e);
+        return fail_with(call, s, "reporting the start");
+    }
+    for (;;) {
+        s = weft_event_wait(e, 2000000);
+        if (s == WEFT_OK || (s != WEFT_TIMEOUT && s != WEFT_CANCELLED)) break;
+        if (s == WEFT_CANCELLED || weft_call_cancelled(call)) {
+            s = WEFT_CANCELLED;
+            break;
+        }
+    }
+    weft_event_free(e);
+    if (s == WEFT_CANCELLED) {
+        weft_call_set_error(call, "stopped on request");
+        return s;
+    }
+    if (s != WEFT_OK) return fail_with(call, s, "waiting for the gate");
+    return weft_call_set_result(call, "open", 4);
+}
+
+/* A rendezvous: waits (up to 20 s) at the shared barrier whose token is the argument, which
+ * opens only once every party is waiting at it at the same time. Result: the pid. */
+weft_status t_meet(weft_call *call) {
+    const void *token = NULL;
+    size_t len = 0;
+    weft_call_arg(call, &token, &len);
+    weft_barrier *b = NULL;
+    weft_status s = weft_barrier_from_token(token, len, NULL, NULL, &b);
+    if (s != WEFT_OK) return fail_with(call, s, "opening the barrier");
+    uint32_t index = 0;
+    s = weft_barrier_wait(b, 20000000000ull, &index);
+    weft_barrier_free(b);
+    if (s != WEFT_OK) return fail_with(call, s, "waiting at the barrier");
+    return t_pid(call);
 }

@@ -1,25 +1,73 @@
-"""weft.Pool: multiprocessing.Pool's API over weft worker threads running native tasks (tasks.c,
-compiled here) — apply/apply_async, map/map_async (items of one size and of mixed sizes,
-chunk sizes), imap/imap_unordered (lazy input, failures at their place, a failing iterable),
-initializer, maxtasksperchild, close/join/terminate, the context manager, and CPU-bound tasks
-running at once while Python waits with the GIL released."""
+"""weft.Pool and weft.ThreadPool: multiprocessing.Pool's API over weft worker processes and
+threads running native tasks (tasks.c, compiled here); every test that makes sense for both
+runs against both (the ``kind`` fixture) — apply/apply_async, map/map_async (items of one size
+and of mixed sizes, chunk sizes), imap/imap_unordered (lazy input, failures at their place, a
+failing iterable), initializer, maxtasksperchild, close/join/terminate, the context manager —
+and CPU-bound tasks running at once on threads while Python waits with the GIL released.
+
+The tasks of process workers cannot see this process's memory, so the state a test watches
+(a gate, counters) lives in weft's shared objects of the default space, whose tokens the tasks
+receive in their argument (see ``Gate`` and ``fields``). test_process_pool.py covers what only
+process workers do (start methods, dead workers, retries, ProcessPoolExecutor)."""
 
 import ctypes
+import gc
 import itertools
 import multiprocessing
+import os
 import pickle
+import struct
 import threading
 import time
 
 import pytest
 
 import weft
-from weft import Pool, TaskError
+import weft.multiprocessing as wmp
+from weft import Pool, TaskError, ThreadPool
 from weft._native import CONSTANTS
 
 from test_futures import JOIN, build_tasks, wait_until  # noqa: F401 - shared helpers
 
 NOT_FOUND = CONSTANTS["WEFT_NOT_FOUND"]
+PERMISSION_DENIED = CONSTANTS["WEFT_PERMISSION_DENIED"]
+KINDS = {"threads": ThreadPool, "processes": Pool}
+
+
+def fields(*parts: bytes) -> bytes:
+    """A task argument made of several fields (tasks.c's ``fields``): each its length as a
+    native uint32, then its bytes."""
+    return b"".join(struct.pack("=I", len(p)) + p for p in parts)
+
+
+class Gate:
+    """A gate that holds t_gate_shared tasks on worker threads and processes alike: each task
+    reports its start (its pid) on a shared queue, then waits until the shared event is set
+    (or it is asked to cancel). ``arg`` is the tasks' argument."""
+
+    def __init__(self, tasks):
+        self.task = tasks.t_gate_shared
+        self.event = wmp.Event()
+        self.queue = wmp.Queue(codec="bytes")
+        self.arg = fields(self.event.token(), self.queue.token())
+
+    def started(self, n=1) -> list:
+        """Waits until ``n`` more gate tasks run; their pids."""
+        return [int(self.queue.get(timeout=JOIN)) for _ in range(n)]
+
+    def open(self):
+        self.event.set()
+
+
+class Counter:
+    """A shared int64 that t_count_shared tasks (argument ``arg``) and t_init_counted add 1 to."""
+
+    def __init__(self):
+        self.value = wmp.Value("q", 0)
+        self.arg = self.value.token()
+
+    def __int__(self):
+        return int(self.value.value)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +82,19 @@ def tasks(tasks_path):
     return t
 
 
+@pytest.fixture(params=sorted(KINDS))
+def kind(request):
+    """The pool class: ThreadPool (worker threads) or Pool (worker processes, weft's default
+    start method)."""
+    return KINDS[request.param]
+
+
 @pytest.fixture
-def pools():
+def pools(kind):
     made = []
 
     def make(*args, **kwargs):
-        p = Pool(*args, **kwargs)
+        p = kind(*args, **kwargs)
         made.append(p)
         return p
 
@@ -50,9 +105,14 @@ def pools():
 
 @pytest.fixture
 def gate(tasks):
-    tasks.t_gate_reset()
-    yield tasks
-    tasks.t_gate_open()
+    g = Gate(tasks)
+    yield g
+    g.open()
+
+
+@pytest.fixture
+def counter():
+    return Counter()
 
 
 def squares(n):
@@ -86,7 +146,8 @@ def test_apply_and_apply_async(pools, tasks):
 
 def test_async_result_timeout_and_not_ready(pools, gate):
     p = pools(1)
-    r = p.apply_async(gate.t_gate)
+    r = p.apply_async(gate.task, gate.arg)
+    gate.started()
     assert not r.ready()
     with pytest.raises(ValueError, match="not ready"):
         r.successful()
@@ -96,7 +157,7 @@ def test_async_result_timeout_and_not_ready(pools, gate):
     assert time.monotonic() - t0 >= 0.05
     r.wait(0.01)
     assert not r.ready()
-    gate.t_gate_open()
+    gate.open()
     assert r.get(JOIN) == b"open"
 
 
@@ -169,6 +230,7 @@ def test_map_arguments(pools, tasks):
 
 
 def test_imap_ordered_lazy_over_an_endless_iterable(pools, tasks):
+    # Stopped early: the pool goes on.
     p = pools(2)
     pulled = []
 
@@ -185,6 +247,10 @@ def test_imap_ordered_lazy_over_an_endless_iterable(pools, tasks):
         assert len(pulled) <= i + 1 + 3 + 2 * 2 * 3
     assert set(pulled) == {threading.get_ident()}  # read on the consuming thread
     del it
+    gc.collect()
+    assert p.apply(tasks.t_square, b"7") == b"49"
+    p.close()
+    p.join()
 
 
 def test_imap_unordered_every_item_once(pools, tasks):
@@ -240,85 +306,108 @@ def test_imap_failing_iterable(pools, tasks):
 
 def test_imap_next_timeout(pools, gate):
     p = pools(1)
-    it = p.imap(gate.t_gate, [b"", b""])
+    it = p.imap(gate.task, [gate.arg, gate.arg])
     with pytest.raises(multiprocessing.TimeoutError):
         it.next(timeout=0)
     t0 = time.monotonic()
     with pytest.raises(multiprocessing.TimeoutError):
         it.next(timeout=0.03)
     assert time.monotonic() - t0 >= 0.03
-    gate.t_gate_open()
+    gate.open()
     assert list(it) == [b"open", b"open"]
     with pytest.raises(ValueError):
-        p.imap(gate.t_gate, [], chunksize=0)
+        p.imap(gate.task, [], chunksize=0)
 
 
 # --- initializer and maxtasksperchild ---------------------------------------------------------
 
 
-def test_initializer_runs_once_per_worker(pools, tasks):
-    n0 = tasks.t_init_count()
-    p = pools(3, initializer=tasks.t_init_tls, initargs=b"per-worker")
-    assert set(p.map(tasks.t_read_tls, [b""] * 200, 1)) == {b"per-worker"}
+def test_initializer_runs_once_per_worker(pools, tasks, counter):
+    p = pools(3, initializer=tasks.t_init_counted, initargs=fields(counter.arg, b"per-worker"))
+    assert set(p.map(tasks.t_read_tls, [b""] * 200, 1)) == {b"per-worker"}  # state it built
     p.close()
     p.join()
-    assert tasks.t_init_count() - n0 == 3
+    assert int(counter) == 3
 
 
-def test_failing_initializer(pools, tasks):
+def test_failing_initializer(pools, kind, tasks):
     p = pools(1, initializer=tasks.t_init_fail)
-    with pytest.raises(weft.futures.BrokenThreadPool, match="init refused"):
+    broken = weft.futures.BrokenProcessPool if kind is Pool else weft.futures.BrokenThreadPool
+    with pytest.raises(broken, match="init refused") as info:
         for _ in range(1000):
             p.apply(tasks.t_count)
             time.sleep(0.001)
+    assert info.value.status == PERMISSION_DENIED
+    with pytest.raises(broken):
+        p.apply_async(tasks.t_count)
 
 
-def test_maxtasksperchild_replaces_workers(pools, tasks):
-    n0 = tasks.t_init_count()
-    p = pools(1, initializer=tasks.t_init_tls, initargs=b"x", maxtasksperchild=2)
-    idents = [p.apply(tasks.t_ident) for _ in range(8)]
-    assert [idents[i] == idents[i + 1] for i in range(0, 8, 2)] == [True] * 4
-    assert len(set(idents)) == 4  # a fresh worker every two tasks
+def test_maxtasksperchild_replaces_workers(pools, kind, tasks, counter):
+    p = pools(1, initializer=tasks.t_init_counted, initargs=fields(counter.arg, b"x"), maxtasksperchild=2)
+    workers = [p.apply(tasks.t_worker) for _ in range(8)]  # "pid:thread ident"
+    assert [workers[i] == workers[i + 1] for i in range(0, 8, 2)] == [True] * 4
+    assert len(set(workers)) == 4  # a fresh worker every two tasks
+    pids = {int(w.split(b":")[0]) for w in workers}
+    assert pids == ({os.getpid()} if kind is ThreadPool else pids - {os.getpid()})
+    assert len(pids) == (1 if kind is ThreadPool else 4)
     p.close()
     p.join()
-    assert tasks.t_init_count() - n0 >= 4  # each replacement ran the initializer
+    assert int(counter) >= 4  # each replacement ran the initializer
 
 
-def test_constructor_arguments(tasks):
+def test_constructor_arguments(kind, tasks):
     with pytest.raises(ValueError):
-        Pool(0)
+        kind(0)
     with pytest.raises(ValueError):
-        Pool(2, maxtasksperchild=0)
+        kind(2, maxtasksperchild=0)
     with pytest.raises(ValueError):
-        Pool(2, maxtasksperchild=1.5)
+        kind(2, maxtasksperchild=1.5)
     with pytest.raises(TypeError):
-        Pool(2, initializer=lambda: None)
-    p = Pool()
+        kind(2, initializer=lambda: None)
+    p = kind()
     assert p._processes == weft.cpu_count()
-    assert "state=RUN" in repr(p)
+    assert "state=RUN" in repr(p) and kind.__name__ in repr(p)
     with pytest.raises(NotImplementedError):
         pickle.dumps(p)
     p.terminate()
+    assert issubclass(ThreadPool, Pool)  # as multiprocessing.pool.ThreadPool
+
+
+@pytest.mark.filterwarnings("ignore:weft. this process has .* threads:RuntimeWarning")  # the fork workers
+def test_pool_context_arguments(tasks):
+    for context, method in [(None, weft.get_start_method()), ("spawn", "spawn"), ("fork", "fork"),
+                            (multiprocessing.get_context("spawn"), "spawn"), (weft, weft.get_start_method())]:
+        with Pool(1, context=context) as p:
+            assert p._start_method == method
+            assert int(p.apply(tasks.t_pid)) != os.getpid()  # a worker process
+    with pytest.raises(ValueError, match="cannot find context"):
+        Pool(1, context="thread")
+    with pytest.raises(TypeError):
+        Pool(1, context=3)
+    with pytest.raises(TypeError):
+        ThreadPool(1, context="spawn")  # threads have no start method
 
 
 # --- close, join, terminate -------------------------------------------------------------------
 
 
-def test_close_join(pools, gate):
+def test_close_join(pools, gate, tasks):
     p = pools(2)
     with pytest.raises(ValueError, match="still running"):
         p.join()
-    rs = [p.apply_async(gate.t_gate) for _ in range(2)] + [p.apply_async(gate.t_square, b"%d" % i) for i in range(20)]
+    rs = [p.apply_async(gate.task, gate.arg) for _ in range(2)]
+    gate.started(2)  # (before more tasks: a thread worker may take a batch of queued tasks)
+    rs += [p.apply_async(tasks.t_square, b"%d" % i) for i in range(20)]
     p.close()
-    for call in (lambda: p.apply(gate.t_square, b"1"), lambda: p.map(gate.t_square, [b"1"]),
-                 lambda: p.imap(gate.t_square, [b"1"]), lambda: p.apply_async(gate.t_count)):
+    for call in (lambda: p.apply(tasks.t_square, b"1"), lambda: p.map(tasks.t_square, [b"1"]),
+                 lambda: p.imap(tasks.t_square, [b"1"]), lambda: p.apply_async(tasks.t_count)):
         with pytest.raises(ValueError, match="Pool not running"):
             call()
     joined = threading.Event()
     t = threading.Thread(target=lambda: (p.join(), joined.set()))
     t.start()
     assert not joined.wait(0.05)  # two tasks still block
-    gate.t_gate_open()
+    gate.open()
     t.join(JOIN)
     assert joined.is_set()
     assert [r.get(0) for r in rs] == [b"open", b"open"] + squares(20)
@@ -350,17 +439,18 @@ def test_join_goes_through_unconsumed_imaps(pools, tasks):
     assert list(failing) == ([] if got else [b"1"])
 
 
-def test_terminate_cancels(pools, tasks):
+def test_terminate_cancels(pools, tasks, counter):
+    # The gate is never opened: thread workers' tasks are asked to stop, worker processes
+    # are killed.
     p = pools(2)
-    n0 = tasks.t_started()
-    c0 = tasks.t_count_value()
-    running = [p.apply_async(tasks.t_wait_cancelled), p.apply_async(tasks.t_until_cancelled)]
-    wait_until(lambda: tasks.t_started() >= n0 + 2)
-    queued = [p.apply_async(tasks.t_count) for _ in range(10)]
+    g = Gate(tasks)
+    running = [p.apply_async(g.task, g.arg) for _ in range(2)]
+    g.started(2)
+    queued = [p.apply_async(tasks.t_count_shared, counter.arg) for _ in range(10)]
     p.terminate()
     for r in running + queued:
         assert r.ready() and not r.successful()
-    assert tasks.t_count_value() == c0
+    assert int(counter) == 0
     with pytest.raises(ValueError):
         p.apply(tasks.t_count)
     p.join()  # after terminate: fine
@@ -368,7 +458,7 @@ def test_terminate_cancels(pools, tasks):
 
 def test_imap_after_terminate_ends_with_errors_not_silently(pools, gate):
     p = pools(1)
-    it = p.imap(gate.t_gate, itertools.repeat(b""))
+    it = p.imap(gate.task, itertools.repeat(gate.arg))
     with pytest.raises(multiprocessing.TimeoutError):
         it.next(timeout=0)  # the first chunks are in flight, blocked
     p.terminate()
@@ -386,32 +476,35 @@ def test_imap_after_terminate_ends_with_errors_not_silently(pools, gate):
     assert set(errors[:-1]) == {weft.futures.CancelledError} and len(errors) >= 2
 
 
-def test_context_manager_terminates(tasks):
-    n0 = tasks.t_started()
-    with Pool(1) as p:
-        r = p.apply_async(tasks.t_wait_cancelled)
-        wait_until(lambda: tasks.t_started() >= n0 + 1)
+def test_context_manager_terminates(kind, tasks):
+    g = Gate(tasks)  # never opened
+    with kind(1) as p:
+        r = p.apply_async(g.task, g.arg)
+        g.started()
     assert r.ready() and not r.successful()  # __exit__ = terminate
     with pytest.raises(ValueError):
         with p:
             pass
 
 
-def test_several_pools(pools, gate):
+def test_several_pools(pools, gate, tasks):
     a, b = pools(1), pools(2)
-    blocked = a.apply_async(gate.t_gate)
-    assert b.map(gate.t_square, [b"%d" % i for i in range(100)]) == squares(100)
+    blocked = a.apply_async(gate.task, gate.arg)
+    gate.started()
+    assert b.map(tasks.t_square, [b"%d" % i for i in range(100)]) == squares(100)
     assert not blocked.ready()
     a.terminate()
-    assert b.apply(gate.t_square, b"3") == b"9"
+    assert b.apply(tasks.t_square, b"3") == b"9"
 
 
 # --- the GIL ------------------------------------------------------------------------------
 
 
-def test_cpu_bound_tasks_run_at_once_while_python_waits(pools, tasks):
+def test_cpu_bound_tasks_run_at_once_while_python_waits(tasks):
+    # Thread workers: the spinners' counters are in this process (test_process_pool.py meets
+    # two worker processes at a barrier).
     tasks.t_spin_reset()
-    p = pools(2)
+    p = ThreadPool(2)
     seen = []
 
     def observer():
@@ -424,6 +517,9 @@ def test_cpu_bound_tasks_run_at_once_while_python_waits(pools, tasks):
     r = p.map_async(tasks.t_spin, [b"", b""], chunksize=1)
     t = threading.Thread(target=observer)
     t.start()
-    assert r.get(JOIN) == [b"spun", b"spun"]  # get() waits in C, GIL released
-    t.join(JOIN)
+    try:
+        assert r.get(JOIN) == [b"spun", b"spun"]  # get() waits in C, GIL released
+    finally:
+        t.join(JOIN)
+        p.terminate()
     assert seen == [2] and tasks.t_spin_peak() == 2

@@ -11,6 +11,11 @@
 arguments, return values, exceptions and messages (``BrokenBarrierError`` is
 ``threading.BrokenBarrierError`` itself). Blocking calls release the GIL while they wait.
 
+Native tasks (C functions ``weft_status task(weft_call *)``) run in child processes
+(``weft.Process``), on pools of worker processes or threads (``weft.Pool``, ``weft.ThreadPool``,
+as ``multiprocessing``'s) and behind futures (``weft.futures.ProcessPoolExecutor``,
+``ThreadPoolExecutor``, as ``concurrent.futures``'); see those modules.
+
 The declarations come from the generated header ``weft.h`` at import (see ``weft._native``):
 set ``WEFT_HEADER`` and ``WEFT_LIBRARY`` to choose the header and ``libweft.so``.
 """
@@ -56,12 +61,22 @@ __version__ = version()
 from . import multiprocessing, shared_memory, spaces  # noqa: E402
 from . import connection, process, queue, subprocess  # noqa: E402
 from .connection import Client, Connection, Listener, Pipe  # noqa: E402
-from .process import Process, TaskError, cpu_count, current_process_name, parent_pid  # noqa: E402
+from .process import (  # noqa: E402
+    Process,
+    TaskError,
+    WorkerDiedError,
+    cpu_count,
+    current_process_name,
+    get_start_method,
+    parent_pid,
+    set_start_method,
+)
 from .multiprocessing import NotRecoverableError, OwnerDeadError  # noqa: E402
 from .shared_memory import SharedMemory  # noqa: E402
 from .spaces import Space  # noqa: E402
 from . import futures, pool  # noqa: E402
-from .pool import Pool  # noqa: E402
+from .futures import ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
+from .pool import Pool, ThreadPool  # noqa: E402
 
 # (The module names stay out of __all__: `from weft import *` must not rebind a program's
 # own `multiprocessing`.)
@@ -72,6 +87,7 @@ __all__ += [
     "Space",
     "Process",
     "TaskError",
+    "WorkerDiedError",
     "Pipe",
     "Connection",
     "Listener",
@@ -79,5 +95,10 @@ __all__ += [
     "cpu_count",
     "current_process_name",
     "parent_pid",
+    "get_start_method",
+    "set_start_method",
     "Pool",
+    "ThreadPool",
+    "ThreadPoolExecutor",
+    "ProcessPoolExecutor",
 ]

@@ -1,5 +1,6 @@
-"""``concurrent.futures`` for native tasks: futures, ``wait``, ``as_completed`` and a
-``ThreadPoolExecutor`` whose workers are weft threads running C functions.
+"""``concurrent.futures`` for native tasks: futures, ``wait``, ``as_completed``, a
+``ThreadPoolExecutor`` whose workers are weft threads and a ``ProcessPoolExecutor`` whose
+workers are weft processes, both running C functions.
 
     import ctypes, weft.futures
 
@@ -7,6 +8,8 @@
     with weft.futures.ThreadPoolExecutor(4) as ex:
         f = ex.submit(tasks.work, b"input bytes")
         print(f.result())                             # the bytes the task set as its result
+        print(list(ex.map(tasks.work, [b"a", b"b"])))
+    with weft.futures.ProcessPoolExecutor(4, mp_context="spawn") as ex:
         print(list(ex.map(tasks.work, [b"a", b"b"])))
 
 A task is a C function with weft's task signature ``weft_status task(weft_call *call)``, given
@@ -17,6 +20,19 @@ cffi callbacks made from them — are refused with TypeError: the point of these
 the workers never need the GIL (use ``concurrent.futures`` for Python code). Arguments and
 results are bytes. Every blocking call (``result``, ``wait``, ``as_completed``, ``shutdown``)
 is one call into C with the GIL released.
+
+Process workers (:class:`ProcessPoolExecutor`) run the task in a worker process with no
+interpreter in it. With the ``fork`` start method the worker is a copy of this process and
+calls the function pointer directly; with ``forkserver`` (weft's default) and ``spawn`` the
+worker is a fresh image of the program in which weft finds the function again by its shared
+object and offset, so the task must be a function of a loaded shared object (not code
+generated at run time) and it sees only its argument bytes and weft's shared objects. A
+worker that dies in the middle of a task (SIGKILL, a crash, ``_exit``) fails only that task's
+future, with :class:`WorkerDiedError` (status ``WEFT_WORKER_DIED``; weft's message names the
+pid and the signal or exit code); a new worker takes its place and the pool goes on. It is a
+:class:`weft.TaskError` and also a ``concurrent.futures.process.BrokenProcessPool``, so that
+code written for Python's executor (where a dead worker breaks the whole pool) still catches
+it. ``retries=n`` runs such a task again, up to ``n`` more times, before failing it.
 
 :class:`Future` wraps a ``weft_future``: ``result``/``exception`` raise
 ``concurrent.futures.CancelledError`` and ``TimeoutError``; a failed task raises
@@ -33,6 +49,7 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures as _cf
+import concurrent.futures.process as _cf_process
 import concurrent.futures.thread as _cf_thread
 import ctypes
 import functools
@@ -48,13 +65,26 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, 
 
 from ._errors import WeftError, error_for, last_error_message
 from ._native import CONSTANTS, FOREVER, ffi, lib, managed
-from .process import TaskError, _arg_bytes, _task_pointer
+from .process import (
+    START_METHODS,
+    TaskError,
+    WorkerDiedError,
+    _arg_bytes,
+    _collect_warnings,
+    _drop_warnings,
+    _emit_warnings,
+    _task_pointer,
+    get_start_method,
+)
 
 __all__ = [
     "Future",
     "ThreadPoolExecutor",
+    "ProcessPoolExecutor",
     "BrokenThreadPool",
+    "BrokenProcessPool",
     "TaskError",
+    "WorkerDiedError",
     "wait",
     "as_completed",
     "ALL_COMPLETED",
@@ -83,6 +113,10 @@ _INVALID_ARGUMENT = CONSTANTS["WEFT_INVALID_ARGUMENT"]
 _INVALID_STATE = CONSTANTS["WEFT_INVALID_STATE"]
 _NOT_FOUND = CONSTANTS["WEFT_NOT_FOUND"]
 _PANIC = CONSTANTS["WEFT_PANIC"]
+_WORKER_DIED = CONSTANTS["WEFT_WORKER_DIED"]
+
+_THREADS = CONSTANTS["WEFT_POOL_THREADS"]
+_PROCESSES = CONSTANTS["WEFT_POOL_PROCESSES"]
 
 _PENDING = CONSTANTS["WEFT_FUTURE_PENDING"]
 _RUNNING = CONSTANTS["WEFT_FUTURE_RUNNING"]
@@ -101,18 +135,33 @@ _MODES = {
 _INITIALIZER_FAILED = "the pool's initializer failed"
 
 
+def _init_broken(exc, status: int, message: str, what: str) -> str:
+    """Sets a broken-pool exception's attributes; returns its text."""
+    from ._errors import status_name
+
+    exc.status = int(status)
+    exc.name = status_name(exc.status)
+    exc.message = message
+    return f"A {what} initializer failed, the {what} pool is not usable anymore ({exc.name}: {message})"
+
+
 class BrokenThreadPool(_cf_thread.BrokenThreadPool):
     """The pool's initializer failed, so the pool runs no task (Python's ``BrokenThreadPool``,
     which this is a subclass of). ``status`` is the initializer's status (its name in
     ``name``), ``message`` weft's text."""
 
     def __init__(self, status: int, message: str):
-        from ._errors import status_name
+        super().__init__(_init_broken(self, status, message, "thread"))
 
-        self.status = int(status)
-        self.name = status_name(self.status)
-        self.message = message
-        super().__init__(f"A thread initializer failed, the thread pool is not usable anymore ({self.name}: {message})")
+
+class BrokenProcessPool(_cf_process.BrokenProcessPool):
+    """A process pool's initializer failed, so the pool runs no task (a subclass of Python's
+    ``BrokenProcessPool``). ``status`` is the initializer's status (its name in ``name``),
+    ``message`` weft's text. A worker that dies in the middle of a task does not break a weft
+    pool: that task fails with :class:`WorkerDiedError`."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(_init_broken(self, status, message, "process"))
 
 
 # --- timeouts -------------------------------------------------------------------------------
@@ -224,23 +273,26 @@ def _item_bytes(item) -> bytes:
 # --- failures -------------------------------------------------------------------------------
 
 
-def _failure(status: int, message: str) -> BaseException:
-    """The exception for a task (or map item) that failed with ``status`` and ``message``."""
+def _failure(status: int, message: str, broken=BrokenThreadPool) -> BaseException:
+    """The exception for a task (or map item) that failed with ``status`` and ``message``;
+    ``broken`` is the class for a failed initializer (the pool's kind)."""
     if message.startswith(_INITIALIZER_FAILED):
-        return BrokenThreadPool(status, message)
+        return broken(status, message)
+    if status == _WORKER_DIED:
+        return WorkerDiedError(message)
     return TaskError(status, message)
 
 
 _TASK_FAILED_TEXT = re.compile(r"task failed with (WEFT_[A-Z0-9_]+): (.*)\Z", re.S)
 
 
-def _task_failed_error() -> BaseException:
+def _task_failed_error(broken=BrokenThreadPool) -> BaseException:
     """The exception for a WEFT_TASK_FAILED just returned by a pool call: the task's own status
     and message are in weft's message ("task failed with WEFT_X: message")."""
     message = last_error_message()
     m = _TASK_FAILED_TEXT.match(message)
     if m and m.group(1) in CONSTANTS:
-        return _failure(CONSTANTS[m.group(1)], m.group(2))
+        return _failure(CONSTANTS[m.group(1)], m.group(2), broken)
     return TaskError(_TASK_FAILED, message, message)
 
 
@@ -252,15 +304,66 @@ _callbacks: dict = {}
 _callback_keys = itertools.count()
 
 
+def _run_callback(fn, future) -> None:
+    try:
+        fn(future)
+    except Exception:  # noqa: BLE001 - logged as concurrent.futures logs it
+        LOGGER.exception("exception calling callback for %r", future)
+
+
+class _CallbackThread:
+    """Runs the done callbacks of process-pool futures on one Python thread
+    ("weft-callbacks"), in the order their futures finished. weft's process pool completes
+    futures on its collector thread while it holds the pool's lock, so a callback run there
+    that used the same pool (``submit``, ``apply_async``, ``shutdown``) would deadlock; from
+    this thread it may (as from multiprocessing's result-handler thread)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queue = collections.deque()
+        self._ready = threading.Condition(self._lock)
+        self._thread = None
+        self._busy = False
+
+    def put(self, fn, future) -> None:
+        with self._lock:
+            self._queue.append((fn, future))
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="weft-callbacks", daemon=True)
+                self._thread.start()
+            self._ready.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._busy = False
+                self._ready.notify_all()
+                while not self._queue:
+                    self._ready.wait()
+                fn, future = self._queue.popleft()
+                self._busy = True
+            _run_callback(fn, future)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Waits until every queued callback has run (at exit); False on timeout."""
+        with self._lock:
+            if self._thread is None or self._thread is threading.current_thread():
+                return True
+            return self._ready.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+
+_callback_thread = _CallbackThread()
+
+
 @ffi.callback("void(weft_future *, void *)")
 def _done_trampoline(fptr, ctx):  # runs on the thread that finished the future
     try:
         key, future, fn = ffi.from_handle(ctx)
         _callbacks.pop(key, None)
-        try:
-            fn(future)
-        except Exception:  # noqa: BLE001 - logged as concurrent.futures logs it
-            LOGGER.exception("exception calling callback for %r", future)
+        if future._defer_callbacks:
+            _callback_thread.put(fn, future)
+        else:
+            _run_callback(fn, future)
     except BaseException:  # noqa: B902 - never let an exception cross into C
         pass
 
@@ -269,6 +372,11 @@ class Future:
     """A weft future (``concurrent.futures.Future``'s interface): the eventual result bytes of
     a native task. Thread-safe. Created by executors and pools; ``Future()`` makes a pending one
     that the program completes itself (``set_result`` / ``set_exception``)."""
+
+    # The exception for a failed pool initializer (a process pool's futures say so).
+    _broken = BrokenThreadPool
+    # True for a process pool's futures: done callbacks run on the "weft-callbacks" thread.
+    _defer_callbacks = False
 
     def __init__(self):
         out = ffi.new("weft_future **")
@@ -283,6 +391,14 @@ class Future:
         f = cls.__new__(cls)
         f._adopt(ptr)
         return f
+
+    def _of_pool(self, keep, broken) -> "Future":
+        """Marks a pool's future: ``keep`` holds the task's code loaded, ``broken`` is the
+        pool's exception for a failed initializer (a process pool defers done callbacks)."""
+        self._keep = keep
+        self._broken = broken
+        self._defer_callbacks = broken is BrokenProcessPool
+        return self
 
     def _adopt(self, ptr):
         self._ptr = managed("future", ptr, lib.weft_future_free)
@@ -333,7 +449,7 @@ class Future:
                 if rc != _OK:
                     raise error_for(rc)
                 text = ffi.string(msg[0]).decode("utf-8", "replace") if msg[0] != ffi.NULL else ""
-                self._exc = _failure(st[0], text)
+                self._exc = _failure(st[0], text, self._broken)
         return self._exc
 
     def _wait_error(self, st: int) -> BaseException:
@@ -374,8 +490,10 @@ class Future:
 
     def add_done_callback(self, fn) -> None:
         """Calls ``fn(future)`` exactly once when the future finishes: at once on this thread
-        when it is finished already, else on the thread that finishes it (a pool worker, or the
-        thread that cancels it). An exception in ``fn`` is logged and ignored."""
+        when it is finished already, else on the thread that finishes it (a thread pool's
+        worker, or the thread that cancels it) — for a process pool's future, on weft's
+        "weft-callbacks" thread, from which the callback may use the pool. An exception in
+        ``fn`` is logged and ignored."""
         key = next(_callback_keys)
         entry = (key, self, fn)
         handle = ffi.new_handle(entry)
@@ -608,9 +726,11 @@ class _IMap:
     """A ``weft_imap`` over a Python iterable. ``next`` returns result bytes, ``_END`` or
     ``_NOT_YET`` (the timeout passed), or raises the item's failure."""
 
-    def __init__(self, pool, task, keep, iterable, chunksize: int, max_chunks: int, unordered: bool):
+    def __init__(self, pool, task, keep, iterable, chunksize: int, max_chunks: int, unordered: bool,
+                 broken=BrokenThreadPool):
         self._pool = pool  # the pool handle (its cdata) must outlive the imap's submits
         self._keep = keep
+        self._broken = broken
         self._src = _Source(iterable)
         self._handle = ffi.new_handle(self._src)
         out = ffi.new("weft_imap **")
@@ -638,7 +758,9 @@ class _IMap:
             if st in (_TIMEOUT, _WOULD_BLOCK):
                 return _NOT_YET
             if st == _TASK_FAILED:
-                raise _task_failed_error()
+                raise _task_failed_error(self._broken)
+            if st == _WORKER_DIED:
+                raise WorkerDiedError(last_error_message())
             err = self._src.error
             if err is not None and "input callback" in last_error_message():
                 self._src.error = None
@@ -652,7 +774,7 @@ class _IMap:
             if st == _CANCELLED:
                 raise CancelledError()
             if message_is_initializer(last_error_message()):
-                raise BrokenThreadPool(st, last_error_message())
+                raise self._broken(st, last_error_message())
             raise error_for(st)
 
     def close(self):
@@ -683,17 +805,54 @@ def _chunks(count: int, chunksize: int) -> int:
     return max(1, -(-count // chunksize))
 
 
-# --- ThreadPoolExecutor ---------------------------------------------------------------------
+# --- executors: thread and process workers ---------------------------------------------------
 
 _live = weakref.WeakSet()
 
 
-def _new_pool(workers: int, initializer, initargs, max_tasks: int = 0):
-    """A weft thread pool (its cdata) and the keepalive of the initializer's code."""
+def _start_method_of(context) -> str:
+    """The start method named by ``mp_context`` / ``context``: None (weft's default,
+    :func:`weft.get_start_method`), a name ("fork", "forkserver", "spawn"), or a context object
+    with ``get_start_method()`` (``multiprocessing.get_context(...)``, the ``weft`` module)."""
+    if context is None:
+        return get_start_method()
+    if isinstance(context, str):
+        method = context
+    else:
+        getter = getattr(context, "get_start_method", None)
+        if getter is None:
+            raise TypeError(
+                "the context must be None, a start method name or an object with get_start_method(), "
+                f"not {type(context).__name__}"
+            )
+        try:
+            method = getter(allow_none=False)
+        except TypeError:  # weft's get_start_method() takes no argument
+            method = getter()
+    if method not in START_METHODS:
+        raise ValueError(f"cannot find context for {method!r}")
+    return method
+
+
+def _check_retries(retries) -> int:
+    retries = operator.index(retries)
+    if not 0 <= retries < 2**32:
+        raise ValueError(f"retries must be between 0 and {2**32 - 1}, not {retries}")
+    return retries
+
+
+def _new_pool(workers: int, initializer, initargs, max_tasks: int = 0, kind: int = _THREADS,
+              start_method: str | None = None, retries: int = 0, stacklevel: int = 4):
+    """A weft pool (its cdata) of ``kind`` (thread or process workers) and the keepalive of the
+    initializer's code. Process workers use ``start_method`` (a name) and ``retries``; weft's
+    warnings (forking a threaded program) are issued ``stacklevel`` frames up."""
     opts = ffi.new("weft_pool_options *")
-    opts.kind = CONSTANTS["WEFT_POOL_THREADS"]
+    opts.kind = kind
     opts.workers = workers
     opts.max_tasks_per_worker = max_tasks
+    if kind == _PROCESSES:
+        opts.start_method = START_METHODS[start_method or get_start_method()]
+        opts.retries = retries
     keep = None
     arg_buf = None
     if initializer is not None:
@@ -705,28 +864,36 @@ def _new_pool(workers: int, initializer, initargs, max_tasks: int = 0):
             opts.initializer_arg = arg_buf
             opts.initializer_arg_len = len(arg)
     out = ffi.new("weft_pool **")
+    if kind == _PROCESSES:
+        _collect_warnings()  # forking workers from a threaded program warns
     st = lib.weft_pool_new(opts, out)
     if st != _OK:
+        if kind == _PROCESSES:
+            _drop_warnings()
         raise error_for(st)
-    return managed("pool", out[0], lib.weft_pool_free), keep
+    pool = managed("pool", out[0], lib.weft_pool_free)
+    if kind == _PROCESSES:
+        _emit_warnings(stacklevel)
+    return pool, keep
 
 
-class ThreadPoolExecutor(_cf.Executor):
-    """``concurrent.futures.ThreadPoolExecutor`` for native tasks (see the module documentation).
+def _check_max_workers(max_workers):
+    if max_workers is not None:
+        max_workers = operator.index(max_workers)
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+    return max_workers
 
-    ``max_workers`` (None: the usable CPU count, ``weft.cpu_count()``), ``initializer`` (a
-    native task run once by each worker, with ``initargs`` bytes; its failure breaks the pool:
-    ``BrokenThreadPool``). ``submit(fn, arg=b"")`` returns a :class:`Future`;
-    ``map(fn, iterable, timeout=None, chunksize=1)`` submits every item at once and yields the
-    results in order (``chunksize`` items per worker round trip); ``shutdown(wait=True,
-    cancel_futures=False)``. Workers are weft threads that never take the GIL."""
 
-    def __init__(self, max_workers=None, initializer=None, initargs=b""):
-        if max_workers is not None:
-            max_workers = operator.index(max_workers)
-            if max_workers <= 0:
-                raise ValueError("max_workers must be greater than 0")
-        self._pool, self._init_keep = _new_pool(max_workers or 0, initializer, initargs)
+class _PoolExecutor(_cf.Executor):
+    """What both executors share: a weft pool of thread or process workers (``kind``) and
+    ``submit``, ``map``, ``shutdown``."""
+
+    # The exception for a failed initializer (the pool is broken).
+    _broken_cls = BrokenThreadPool
+
+    def __init__(self, max_workers, initializer, initargs, **pool_options):
+        self._pool, self._init_keep = _new_pool(max_workers or 0, initializer, initargs, **pool_options)
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         self._keep = {}  # id -> task objects (their code must stay loaded while tasks run)
@@ -743,7 +910,7 @@ class ThreadPoolExecutor(_cf.Executor):
         if st == _CLOSED:
             return RuntimeError("cannot schedule new futures after shutdown")
         if message_is_initializer(message):
-            return BrokenThreadPool(st, message)
+            return self._broken_cls(st, message)
         return error_for(st)
 
     def _task(self, fn):
@@ -765,9 +932,7 @@ class ThreadPoolExecutor(_cf.Executor):
             st = lib.weft_pool_submit(self._pool, task, arg, len(arg), out)
         if st != _OK:
             raise self._submit_error(st)
-        f = Future._from_ptr(out[0])
-        f._keep = keep
-        return f
+        return Future._from_ptr(out[0])._of_pool(keep, self._broken_cls)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Runs ``fn`` on every item (bytes) of the one iterable — all submitted now, as
@@ -786,7 +951,8 @@ class ThreadPoolExecutor(_cf.Executor):
         with self._shutdown_lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            it = _IMap(self._pool, task, keep, items, chunksize, _chunks(len(items), chunksize), False)
+            it = _IMap(self._pool, task, keep, items, chunksize, _chunks(len(items), chunksize), False,
+                       self._broken_cls)
             first = _prime(it, self._closed)
         return self._results(it, first, len(items), end)
 
@@ -824,6 +990,64 @@ class ThreadPoolExecutor(_cf.Executor):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
 
+class ThreadPoolExecutor(_PoolExecutor):
+    """``concurrent.futures.ThreadPoolExecutor`` for native tasks (see the module documentation).
+
+    ``max_workers`` (None: the usable CPU count, ``weft.cpu_count()``), ``initializer`` (a
+    native task run once by each worker, with ``initargs`` bytes; its failure breaks the pool:
+    ``BrokenThreadPool``). ``submit(fn, arg=b"")`` returns a :class:`Future`;
+    ``map(fn, iterable, timeout=None, chunksize=1)`` submits every item at once and yields the
+    results in order (``chunksize`` items per worker round trip); ``shutdown(wait=True,
+    cancel_futures=False)``. Workers are weft threads that never take the GIL."""
+
+    def __init__(self, max_workers=None, initializer=None, initargs=b""):
+        super().__init__(_check_max_workers(max_workers), initializer, initargs, kind=_THREADS)
+
+
+class ProcessPoolExecutor(_PoolExecutor):
+    """``concurrent.futures.ProcessPoolExecutor`` for native tasks, over weft worker processes
+    (see the module documentation).
+
+    ``max_workers`` (None: the usable CPU count, ``weft.cpu_count()``); ``mp_context``: None
+    (weft's default start method, ``weft.get_start_method()``), a start method name
+    (``"fork"``, ``"forkserver"``, ``"spawn"``) or a context object with
+    ``get_start_method()`` (``multiprocessing.get_context("spawn")``); ``initializer`` (a native
+    task run once by each worker process, with ``initargs`` bytes; state it builds stays in
+    that worker; its failure breaks the pool: :class:`BrokenProcessPool`);
+    ``max_tasks_per_child`` (a worker process is replaced by a fresh one after that many
+    tasks; allowed with every start method); ``retries`` (how many more times a task whose
+    worker died runs on another worker before its future fails with
+    :class:`WorkerDiedError`). ``submit``, ``map(fn, iterable, timeout=None, chunksize=1)``
+    and ``shutdown(wait=True, cancel_futures=False)`` as for :class:`ThreadPoolExecutor`. A
+    task counts as running (``cancel`` returns False and asks it to stop) once it was sent to
+    a worker's queue, as in Python's executor; the pool sends a worker a few tasks ahead.
+
+    Unlike Python's executor, a worker that dies fails only the task it was running (with
+    :class:`WorkerDiedError`); the other futures complete and the pool goes on with a new
+    worker."""
+
+    _broken_cls = BrokenProcessPool
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=b"", *,
+                 max_tasks_per_child=None, retries=0):
+        max_workers = _check_max_workers(max_workers)
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        retries = _check_retries(retries)
+        self._mp_context = mp_context
+        self._start_method = _start_method_of(mp_context)
+        super().__init__(max_workers, initializer, initargs, kind=_PROCESSES, start_method=self._start_method,
+                         max_tasks=max_tasks_per_child or 0, retries=retries, stacklevel=5)
+
+    @property
+    def start_method(self) -> str:
+        """The workers' start method: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
+        return self._start_method
+
+
 def _shutdown_at_exit():
     # As concurrent.futures does at exit: wait for the work in progress, so that no done
     # callback runs while the interpreter is finalizing.
@@ -832,6 +1056,7 @@ def _shutdown_at_exit():
             ex.shutdown(wait=True)
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
+    _callback_thread.drain(60)
 
 
 if hasattr(threading, "_register_atexit"):

@@ -1,12 +1,14 @@
-"""``multiprocessing.Pool`` for native tasks, over weft worker threads (process workers come
-later): ``apply``, ``apply_async``, ``map``, ``map_async``, ``imap``, ``imap_unordered``,
-``close``, ``join``, ``terminate`` and the context manager, with multiprocessing's arguments,
-results and errors.
+"""``multiprocessing.Pool`` for native tasks: :class:`Pool` over weft worker *processes* (as
+``multiprocessing.Pool``) and :class:`ThreadPool` over weft worker threads (as
+``multiprocessing.pool.ThreadPool`` / ``multiprocessing.dummy.Pool``), with the same methods:
+``apply``, ``apply_async``, ``map``, ``map_async``, ``imap``, ``imap_unordered``, ``close``,
+``join``, ``terminate`` and the context manager, with multiprocessing's arguments, results and
+errors.
 
     import ctypes, weft
 
     tasks = ctypes.CDLL("./libtasks.so")              # exports weft_status work(weft_call *)
-    with weft.Pool(4) as pool:
+    with weft.Pool(4, context="spawn") as pool:       # or weft.ThreadPool(4)
         print(pool.map(tasks.work, [b"a", b"b", b"c"]))
         for r in pool.imap_unordered(tasks.work, endless_bytes(), chunksize=8):
             ...
@@ -15,13 +17,28 @@ results and errors.
 an address, or a ``(library_path, symbol_name)`` pair). A task takes one bytes argument
 (``args`` is bytes, or a tuple holding at most one bytes object; ``kwds`` must be empty) and
 returns bytes; a failed task raises :class:`weft.TaskError` (its status in ``task_status``).
-The workers are weft threads that never take the GIL, and every blocking call releases it.
+The workers never take the GIL, and every blocking call releases it.
+
+Process workers have no interpreter: with ``context`` ``"forkserver"`` (weft's default) or
+``"spawn"`` the worker finds the task again by its shared object and offset, so it must be a
+function of a loaded shared object, and it sees only its argument bytes and weft's shared
+objects (``fork`` workers call the pointer in a copy of this process). A worker process that
+dies in the middle of a task (SIGKILL, a crash) fails only that task — ``get`` raises
+:class:`weft.WorkerDiedError` (``WEFT_WORKER_DIED``, with the worker's pid and signal) —
+and a new worker takes its place, where ``multiprocessing.Pool`` hangs. A failed initializer
+breaks the pool: ``weft.futures.BrokenProcessPool`` (``BrokenThreadPool`` for thread
+workers). ``callback``/``error_callback`` run on the worker thread (thread workers) or on the
+binding's "weft-callbacks" thread (process workers), from which they may use the pool.
+A pool whose ``terminate`` finds nothing left to run lets its worker processes leave by
+themselves rather than killing them (libweft does not get back the shared memory of the queues
+a killed worker was using).
 
 Differences from multiprocessing: ``imap`` and ``imap_unordered`` read their input lazily, a
 bounded window ahead of the results taken (an endless iterable works); the input is read on the
 consuming thread. ``join`` waits for the imaps still running to go through their input (their
 results are kept for the iterator), as multiprocessing does. ``terminate`` cancels the tasks not
-started and asks the running ones to stop (``weft_call_cancelled``).
+started and stops the running ones: worker processes are killed, thread workers' tasks are asked
+to stop (``weft_call_cancelled``). ``ThreadPool`` also takes ``maxtasksperchild``.
 """
 
 from __future__ import annotations
@@ -37,6 +54,9 @@ from ._native import CONSTANTS, FOREVER, ffi, lib
 from .futures import (
     _END,
     _NOT_YET,
+    _PROCESSES,
+    _THREADS,
+    BrokenProcessPool,
     BrokenThreadPool,
     CancelledError,
     Future,
@@ -46,13 +66,14 @@ from .futures import (
     _item_bytes,
     _new_pool,
     _prime,
+    _start_method_of,
     _timeout_ns,
     message_is_initializer,
     native_task,
 )
 from .process import _arg_bytes
 
-__all__ = ["Pool", "AsyncResult", "MapResult", "IMapIterator", "IMapUnorderedIterator"]
+__all__ = ["Pool", "ThreadPool", "AsyncResult", "MapResult", "IMapIterator", "IMapUnorderedIterator"]
 
 _OK = CONSTANTS["WEFT_OK"]
 _CLOSED = CONSTANTS["WEFT_CLOSED"]
@@ -154,7 +175,7 @@ class IMapIterator:
     def __init__(self, pool, func, iterable, chunksize):
         task, keep = native_task(func)
         self._pool = pool
-        self._imap = _IMap(pool._pool, task, keep, iterable, chunksize, 0, self._unordered)
+        self._imap = _IMap(pool._pool, task, keep, iterable, chunksize, 0, self._unordered, pool._broken_cls)
         self._lock = threading.Lock()
         self._buffer = []  # outcomes taken by join(): ("ok", bytes) or ("err", exception)
         self._finished = False
@@ -226,12 +247,21 @@ class IMapUnorderedIterator(IMapIterator):
 
 
 class Pool:
-    """``multiprocessing.Pool`` over weft worker threads, for native tasks (see the module
+    """``multiprocessing.Pool`` over weft worker processes, for native tasks (see the module
     documentation). ``processes`` (None: the usable CPU count), ``initializer`` (a native task
-    run once by each worker with ``initargs`` bytes; a failure breaks the pool), and
-    ``maxtasksperchild`` (a worker is replaced after that many tasks)."""
+    run once by each worker with ``initargs`` bytes; state it builds stays in that worker; a
+    failure breaks the pool), ``maxtasksperchild`` (a worker is replaced by a fresh one after
+    that many tasks), ``context``: None (weft's default start method,
+    ``weft.get_start_method()``), a start method name (``"fork"``, ``"forkserver"``,
+    ``"spawn"``) or a context object with ``get_start_method()``
+    (``multiprocessing.get_context("spawn")``)."""
 
-    def __init__(self, processes=None, initializer=None, initargs=b"", maxtasksperchild=None):
+    # The kind of the workers (:class:`ThreadPool` has threads) and the exception of a failed
+    # initializer.
+    _kind = _PROCESSES
+    _broken_cls = BrokenProcessPool
+
+    def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None):
         if processes is not None:
             processes = operator.index(processes)
             if processes < 1:
@@ -239,7 +269,13 @@ class Pool:
         if maxtasksperchild is not None:
             if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
                 raise ValueError("maxtasksperchild must be a positive int or None")
-        self._pool, self._init_keep = _new_pool(processes or 0, initializer, initargs, maxtasksperchild or 0)
+        options = {}
+        if self._kind == _PROCESSES:
+            self._ctx = context
+            self._start_method = _start_method_of(context)
+            options = {"start_method": self._start_method}
+        self._pool, self._init_keep = _new_pool(processes or 0, initializer, initargs, maxtasksperchild or 0,
+                                                kind=self._kind, **options)
         self._state = RUN
         self._lock = threading.RLock()
         self._imaps = weakref.WeakSet()  # imaps that may still submit chunks
@@ -266,11 +302,9 @@ class Pool:
             if st == _CLOSED:
                 raise ValueError("Pool not running")
             if message_is_initializer(last_error_message()):
-                raise BrokenThreadPool(st, last_error_message())
+                raise self._broken_cls(st, last_error_message())
             raise error_for(st)
-        f = Future._from_ptr(out[0])
-        f._keep = keep
-        return f
+        return Future._from_ptr(out[0])._of_pool(keep, self._broken_cls)
 
     def _map_future(self, func, iterable, chunksize) -> Future:
         """A future whose result is the packed results of ``func`` over the items."""
@@ -289,15 +323,12 @@ class Pool:
             st = lib.weft_pool_map_async(self._pool, task, buf, size or 1, len(items), chunksize, out)
             if st != _OK:
                 raise error_for(st)
-            f = Future._from_ptr(out[0])
-            f._keep = keep
-            return f
+            return Future._from_ptr(out[0])._of_pool(keep, self._broken_cls)
         # Items of different sizes: an imap holding every chunk in flight, all submitted now,
         # whose results a thread gathers into a future of our own.
-        it = _IMap(self._pool, task, keep, items, chunksize, _chunks(len(items), chunksize), False)
+        it = _IMap(self._pool, task, keep, items, chunksize, _chunks(len(items), chunksize), False, self._broken_cls)
         first = _prime(it)
-        f = Future()
-        f._keep = keep
+        f = Future()._of_pool(keep, self._broken_cls)
         t = threading.Thread(target=_gather, args=(it, first, len(items), f), daemon=True, name="weft-map-gather")
         t.start()
         return f
@@ -367,7 +398,8 @@ class Pool:
         self._maybe_close_native()
 
     def terminate(self) -> None:
-        """Cancels the tasks not started, asks the running ones to stop, and waits for the
+        """Cancels the tasks not started, stops the running ones — thread workers' tasks are
+        asked to stop (``weft_call_cancelled``), worker processes are killed — and waits for the
         workers to leave."""
         self._state = TERMINATE
         with self._lock:
@@ -403,6 +435,21 @@ class Pool:
         return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
 
 
+class ThreadPool(Pool):
+    """``multiprocessing.pool.ThreadPool`` (``multiprocessing.dummy.Pool``) over weft worker
+    threads, for native tasks: the methods of :class:`Pool`. ``processes`` (None: the usable CPU
+    count), ``initializer`` (run once by each worker thread with ``initargs`` bytes; state it
+    builds in thread-locals stays with that worker; a failure breaks the pool:
+    ``weft.futures.BrokenThreadPool``) and, unlike Python's, ``maxtasksperchild`` (a worker
+    thread is replaced after that many tasks)."""
+
+    _kind = _THREADS
+    _broken_cls = BrokenThreadPool
+
+    def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+        super().__init__(processes, initializer, initargs, maxtasksperchild)
+
+
 def _gather(it, first, count, future):
     """Collects an imap's results into ``future`` (packed as weft's map packs them); the first
     failed item fails it with that item's status."""
@@ -431,6 +478,9 @@ def _gather(it, first, count, future):
         future.set_result(b"".join(parts))
     except BaseException as e:  # noqa: B902 - the future reports it
         if not future.done():
+            if isinstance(e, (BrokenThreadPool, BrokenProcessPool)):
+                future._set_failure(e.status, e.message)  # weft's text: the future raises it again
+                return
             status = e.status if isinstance(e, WeftError) else CONSTANTS["WEFT_PANIC"]
             future._set_failure(status, f"{type(e).__name__}: {e}")
     finally:

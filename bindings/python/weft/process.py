@@ -44,10 +44,12 @@ its own; ``exitcode`` is 0 when the task succeeded and 1 when it failed.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.process as _cf_process
 import ctypes
 import itertools
 import operator
 import os
+import re
 import signal
 import threading
 import warnings
@@ -59,6 +61,7 @@ from ._sync import _ns, _seconds
 __all__ = [
     "Process",
     "TaskError",
+    "WorkerDiedError",
     "cpu_count",
     "current_process_name",
     "current_pid",
@@ -124,6 +127,38 @@ class TaskError(WeftError):
         return (type(self), (self.task_status, self.task_message, self.message))
 
 
+# weft's wording (src/pool/processes.rs): "worker process <pid> was killed by signal <n>
+# (<description>) while running the task", "... exited with code <c> ...", "... ended ...";
+# a map item's failure puts "item <i> failed: " before it.
+_DIED_TEXT = re.compile(r"worker process (\d+) (?:was killed by signal (\d+)|exited with code (-?\d+))?")
+
+
+class WorkerDiedError(TaskError, _cf_process.BrokenProcessPool):
+    """The worker process running a task died before the task finished (killed by a signal,
+    crashed, or exited): only that task fails; the pool starts a new worker and goes on.
+
+    A :class:`TaskError` whose ``status`` and ``task_status`` are ``WEFT_WORKER_DIED``, with
+    weft's message (``message``, ``task_message``: "worker process 1234 was killed by signal 9
+    (Killed) while running the task"); ``pid`` is the worker's pid, ``signal`` the signal that
+    ended it and ``exitcode`` the code it exited with (None when not known or not the case).
+    It is also a ``concurrent.futures.process.BrokenProcessPool``, the exception Python's
+    executor raises when a worker dies, so that code written for Python's executor still
+    catches it — but here the pool is not broken."""
+
+    def __init__(self, message: str):
+        super().__init__(_WORKER_DIED, message, message)
+        self.status = _WORKER_DIED
+        self.name = status_name(_WORKER_DIED)
+        self.args = (self.status, self.message)
+        m = _DIED_TEXT.search(message)
+        self.pid = int(m.group(1)) if m else None
+        self.signal = int(m.group(2)) if m and m.group(2) else None
+        self.exitcode = int(m.group(3)) if m and m.group(3) else None
+
+    def __reduce__(self):
+        return (type(self), (self.message,))
+
+
 # --- the current process ------------------------------------------------------------------
 
 
@@ -171,8 +206,10 @@ def set_start_method(method: str) -> None:
 # --- warnings -----------------------------------------------------------------------------
 
 # weft reports conditions such as "forking a process that has other threads" through a hook;
-# the binding collects them on the thread that started the process and turns them into
-# RuntimeWarnings there (after the C call, so that -W error raises in start()).
+# the binding collects them on the thread that started the process (or the pool) and turns
+# them into RuntimeWarnings there (after the C call, so that -W error raises in start()). A
+# warning on a thread that is not collecting (a pool's collector thread starting a replacement
+# worker) is issued at once.
 _pending = threading.local()
 _hook_lock = threading.Lock()
 _hook = None
@@ -184,8 +221,9 @@ def _warning_hook(message, user):  # pragma: no cover - exercised through fork s
         text = ffi.string(message).decode("utf-8", "replace")
         items = getattr(_pending, "items", None)
         if items is None:
-            items = _pending.items = []
-        items.append(text)
+            warnings.warn(text, RuntimeWarning, stacklevel=2)
+        else:
+            items.append(text)
     except BaseException:  # noqa: B902 - never let an exception cross into C
         pass
 
@@ -199,12 +237,24 @@ def _install_warning_hook() -> None:
                 _hook = _warning_hook
 
 
-def _emit_warnings() -> None:
+def _collect_warnings() -> None:
+    """Collects the warnings of the weft calls this thread makes next (until
+    ``_emit_warnings``)."""
+    _install_warning_hook()
+    _pending.items = []
+
+
+def _emit_warnings(stacklevel: int = 3) -> None:
+    """Issues the warnings collected on this thread, and stops collecting."""
     items = getattr(_pending, "items", None)
-    if items:
-        _pending.items = []
-        for text in items:
-            warnings.warn(text, RuntimeWarning, stacklevel=3)
+    _pending.items = None
+    for text in items or ():
+        warnings.warn(text, RuntimeWarning, stacklevel=stacklevel)
+
+
+def _drop_warnings() -> None:
+    """Stops collecting, dropping what was collected (the call failed)."""
+    _pending.items = None
 
 
 # --- targets and arguments ----------------------------------------------------------------
@@ -404,8 +454,8 @@ class Process:
         self._check_closed()
         assert self._ptr is None, "cannot start a process twice"
         assert self._parent_pid == os.getpid(), "can only start a process object created by current process"
-        _install_warning_hook()
         _cleanup()
+        _collect_warnings()
         opts = ffi.new("weft_process_options *")
         name = ffi.new("char[]", self._name.encode("utf-8", "surrogatepass"))
         opts.name = name
@@ -422,7 +472,7 @@ class Process:
             _, library, symbol = self._spec
             st = lib.weft_process_start_symbol(library if library is not None else ffi.NULL, symbol, arg, len(arg), opts, out)
         if st != _OK:
-            _pending.items = []
+            _drop_warnings()
             exc = _os_error_for(st)
             raise exc
         self._ptr = managed("process", out[0], lib.weft_process_free)
