@@ -63,8 +63,11 @@ const WINDOW: usize = 64;
 const TASK_QUEUE_BYTES: u64 = 1 << 20;
 /// Bytes of the result queue (the largest result it takes).
 const RESULT_QUEUE_BYTES: u64 = 4 << 20;
-/// How often the collector checks the workers' processes when answers keep coming.
+/// How often the collector checks the workers' processes while the pool has tasks.
 const CHECK_NS: u64 = 10_000_000;
+/// How often it checks them while the pool has none (an idle pool costs next to nothing; a
+/// shutdown wakes the collector at once).
+const IDLE_CHECK_NS: u64 = 250_000_000;
 /// Tasks slower than this (by the run times workers report) are sent at most
 /// [`LONG_WINDOW`] at a time.
 const LONG_TASK_NS: u64 = 50_000;
@@ -332,6 +335,9 @@ impl Shared {
     /// Applies one answer (under the lock).
     fn answer(&self, s: &mut State, rec: &[u8]) {
         let Ok(r) = records::read_result(rec) else { return };
+        if r.kind == records::RESULT_NUDGE {
+            return;
+        }
         if r.kind == records::RESULT_INIT_FAILED {
             let name = crate::status::name(r.status).to_string_lossy();
             let msg = format!("the pool's initializer failed with {name}: {}", String::from_utf8_lossy(r.bytes));
@@ -359,6 +365,15 @@ impl Shared {
                 failure(r.status, String::from_utf8_lossy(r.bytes).into_owned())
             };
             s.finish(held.job.future, outcome);
+        }
+    }
+
+    /// Wakes the collector out of its wait for answers (after a state change).
+    fn nudge(&self) {
+        if let Ok(q) = SharedQueue::from_token(&self.results) {
+            let mut rec = Vec::new();
+            records::result(&mut rec, u32::MAX, WEFT_OK, 0, 0, records::RESULT_NUDGE, &[]);
+            let _ = q.put(&rec, 0, Deadline::Now);
         }
     }
 
@@ -628,6 +643,7 @@ impl Processes {
             }
         };
         self.shared.changed.notify_all();
+        self.shared.nudge();
         for held in dropped {
             // Pending ones are cancelled; ones that were sent count as running: a request,
             // then the cancelled outcome (they never started).
@@ -650,6 +666,7 @@ impl Processes {
             s.pending.drain(..).chain(s.in_flight.drain().map(|(_, h)| h)).collect()
         };
         self.shared.changed.notify_all();
+        self.shared.nudge();
         for h in held {
             // A running task's future gets a cancel request, then ends cancelled.
             if !h.job.future.cancel() {
@@ -706,8 +723,9 @@ impl Drop for Processes {
 /// worker has left.
 fn collect(sh: &Shared, results: SharedQueue) {
     let mut last_check = 0u64;
+    let mut idle = false;
     loop {
-        let got = results.get_many(BATCH, Deadline::from_timeout_ns(CHECK_NS));
+        let got = results.get_many(BATCH, Deadline::from_timeout_ns(if idle { IDLE_CHECK_NS } else { CHECK_NS }));
         let mut s = sh.lock();
         match got {
             Ok(recs) => {
@@ -724,7 +742,7 @@ fn collect(sh: &Shared, results: SharedQueue) {
             }
         }
         let now = crate::time::now_ns();
-        if now.saturating_sub(last_check) >= CHECK_NS {
+        if now.saturating_sub(last_check) >= CHECK_NS || s.state != PoolState::Running {
             last_check = now;
             // Closed and drained: close the workers' queues so they leave.
             if s.state != PoolState::Running && s.pending.is_empty() && s.in_flight.is_empty() {
@@ -763,6 +781,8 @@ fn collect(sh: &Shared, results: SharedQueue) {
             return;
         }
         let nap = nap(&s);
+        // Closed pools keep the short period: their workers' ends are awaited by `join`.
+        idle = s.state == PoolState::Running && s.pending.is_empty() && s.in_flight.is_empty();
         settle(s);
         if let Some(ns) = nap {
             // Every worker has tasks queued behind the one it runs: sleep through a few

@@ -10,7 +10,8 @@
 //! Worker → parent (the pool's result queue):
 //! - `worker: u32, status: i32, id: u64, ns: u64, kind: u8`, then the result bytes (status OK)
 //!   or the failure message; `ns` is how long the worker ran the task (the parent paces its
-//!   sends by it); kind 0 is a task's outcome, kind 1 says the initializer failed.
+//!   sends by it); kind 0 is a task's outcome, kind 1 says the initializer failed, kind 2 only
+//!   wakes the collector (the parent's own, after a shutdown).
 
 use crate::process::target::Located;
 use crate::status::{Error, Result, WEFT_CORRUPTED};
@@ -20,6 +21,8 @@ pub(crate) const DEFINE: u8 = 2;
 pub(crate) const FLAG_CHUNK: u8 = 1;
 pub(crate) const RESULT_TASK: u8 = 0;
 pub(crate) const RESULT_INIT_FAILED: u8 = 1;
+/// A record that only wakes the collector (the pool's own, never a worker's).
+pub(crate) const RESULT_NUDGE: u8 = 2;
 
 /// Where a worker finds a task function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +163,7 @@ pub(crate) fn read_result(rec: &[u8]) -> Result<Outgoing<'_>> {
     let id = r.u64("id")?;
     let ns = r.u64("run time")?;
     let kind = r.take(1, "kind")?[0];
-    if kind > RESULT_INIT_FAILED {
+    if kind > RESULT_NUDGE {
         return Err(bad("unknown result kind"));
     }
     Ok(Outgoing { worker, status, id, ns, kind, bytes: r.0 })
