@@ -7,9 +7,11 @@
 //! FIFO queues in the default space (so workers of every start method reach them), with no
 //! feeder thread. The parent dispatches: a submit puts the task straight into the queue of the
 //! worker with the fewest unanswered tasks, while that worker holds less than its share of the
-//! outstanding work (at least 1, at most [`WINDOW`] tasks); other tasks wait in the parent
-//! until answers come back. A collector thread takes the
-//! answers in batches, completes the futures, and refills the workers' queues.
+//! outstanding work (at least 1, at most [`WINDOW`] tasks, [`LONG_WINDOW`] for long ones) and
+//! is not stalled; other tasks wait in the parent until answers come back. A collector thread
+//! takes the answers in batches (napping through a few while every worker has a backlog),
+//! completes the futures outside the pool's lock, refills the workers' queues, and takes back
+//! the queued records of a stalled worker for the others.
 //!
 //! Task functions travel once per worker: the first task for a function is preceded by a
 //! define record (the address for fork workers, the object file and offset for forkserver and
@@ -21,13 +23,14 @@
 //! it dies the parent knows what it was doing. The parent keeps, per worker, the records sent
 //! and not yet answered, in order. The collector watches every worker's process (polling each
 //! slice); when one ends, it first takes every answer already committed to the result queue,
-//! then counts the records still in the dead worker's task queue (a committed count: a worker
+//! then takes back the records still in the dead worker's task queue (`take_back`: a worker
 //! killed in the middle of a get never took the record). Of the unanswered records, those the
 //! worker had taken — at most one task — are what it was running: that future fails with
 //! `WEFT_WORKER_DIED` (naming the pid and the signal or exit code), or runs again elsewhere
 //! while the pool's retry budget allows. The records it had not taken go back to the front of
-//! the parent's queue, in order. A replacement worker starts with a fresh task queue. A worker
-//! that leaves after `max_tasks` tasks is replaced the same way, with nothing lost.
+//! the parent's queue, in order. A replacement worker starts on the same, emptied task queue
+//! (the pool keeps the queues; workers only borrow them, so a killed worker leaks nothing). A
+//! worker that leaves after `max_tasks` tasks is replaced the same way, with nothing lost.
 //!
 //! # Cancelling a running task
 //!
@@ -464,34 +467,28 @@ impl Shared {
     /// Handles the end of worker `i` (under the lock; every answer committed before its end
     /// was applied).
     fn bury(&self, s: &mut State, i: usize) {
+        // What it had not taken yet goes back to `pending`; what is left in `sent` it took.
+        let untaken = self.take_back(s, i);
         let w = s.workers.swap_remove(i);
         let how = match w.process.exit_status() {
             Ok(Some(process::ExitStatus::Signal(sig))) => format!("was killed by signal {sig} ({})", process::signal_name(sig)),
             Ok(Some(process::ExitStatus::Code(c))) => format!("exited with code {c}"),
             _ => "ended".to_string(),
         };
-        let untaken = w.tasks.qsize().min(w.sent.len());
-        let taken = w.sent.len() - untaken;
         let mut back = Vec::new();
-        for (k, sent) in w.sent.iter().enumerate() {
-            let Some(id) = sent else { continue };
+        for id in w.sent.iter().flatten() {
             let Some(mut held) = s.in_flight.remove(id) else { continue };
-            if k < taken {
-                held.deaths += 1;
-                if held.deaths <= self.opts.retries {
-                    back.push(held);
-                } else {
-                    let msg = format!("worker process {} {how} while running the task", w.process.pid());
-                    s.finish(held.job.future, failure(WEFT_WORKER_DIED, msg));
-                }
-            } else {
+            held.deaths += 1;
+            if held.deaths <= self.opts.retries {
                 back.push(held);
+            } else {
+                let msg = format!("worker process {} {how} while running the task", w.process.pid());
+                s.finish(held.job.future, failure(WEFT_WORKER_DIED, msg));
             }
         }
-        for held in back.into_iter().rev() {
-            s.pending.push_front(held);
-        }
-        // Empty the queue for the replacement (the records are back in `pending`).
+        back.extend(untaken);
+        Self::requeue(s, back);
+        // Reuse the (now empty) queue for the replacement unless it is damaged.
         let reuse = match w.tasks.get_many(usize::MAX, Deadline::Now) {
             Ok(_) => Some((w.tasks, w.ticket)),
             Err(e) if e.code == WEFT_TIMEOUT || e.code == crate::status::WEFT_WOULD_BLOCK || e.code == WEFT_CLOSED => {

@@ -314,9 +314,10 @@ def _run_callback(fn, future) -> None:
 class _CallbackThread:
     """Runs the done callbacks of process-pool futures on one Python thread
     ("weft-callbacks"), in the order their futures finished. weft's process pool completes
-    futures on its collector thread while it holds the pool's lock, so a callback run there
-    that used the same pool (``submit``, ``apply_async``, ``shutdown``) would deadlock; from
-    this thread it may (as from multiprocessing's result-handler thread)."""
+    futures on its collector thread, which also takes every other answer of the pool: a
+    callback run there would hold up the whole pool while it waits for the GIL and runs. From
+    this thread a callback may also use the pool (as from multiprocessing's result-handler
+    thread)."""
 
     def __init__(self):
         self._lock = threading.Lock()
